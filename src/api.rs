@@ -1,0 +1,568 @@
+//! The HTTP side: credentials, the OAuth2 token, and one `POST /track-document`.
+//!
+//! [`Api::track`] sends one request and turns whatever comes back (an
+//! answer, a timeout, a dropped connection) into a [`Verdict`]; deciding
+//! what to do next is the dispatcher's job.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+
+use crate::retry::{self, Verdict};
+use crate::secret::Secret;
+use crate::spec;
+
+/// Largest answer body read; anything bigger is refused unread.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Environment variables holding credentials.
+pub const ENV_API_KEY: &str = "TRACKMASS_API_KEY";
+pub const ENV_ACCESS_TOKEN: &str = "TRACKMASS_ACCESS_TOKEN";
+pub const ENV_CLIENT_ID: &str = "TRACKMASS_CLIENT_ID";
+pub const ENV_CLIENT_SECRET: &str = "TRACKMASS_CLIENT_SECRET";
+
+/// Where the bearer token comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// A ready token (`TRACKMASS_ACCESS_TOKEN`): used as is, never refreshed.
+    Static(Secret),
+    /// OAuth2 client credentials, exchanged at the token URL.
+    Client {
+        client_id: Secret,
+        client_secret: Secret,
+    },
+}
+
+/// Everything secret a run needs.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub api_key: Secret,
+    pub token: TokenSource,
+}
+
+impl Credentials {
+    /// Reads credentials with `lookup` (the process environment in
+    /// production). Empty values count as missing.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Credentials, String> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let api_key = get(ENV_API_KEY);
+        let token = get(ENV_ACCESS_TOKEN);
+        let client_id = get(ENV_CLIENT_ID);
+        let client_secret = get(ENV_CLIENT_SECRET);
+        let mut missing = Vec::new();
+        if api_key.is_none() {
+            missing.push(ENV_API_KEY.to_string());
+        }
+        let token = match (token, client_id, client_secret) {
+            (Some(t), _, _) => Some(TokenSource::Static(Secret::new(t))),
+            (None, Some(id), Some(secret)) => Some(TokenSource::Client {
+                client_id: Secret::new(id),
+                client_secret: Secret::new(secret),
+            }),
+            (None, Some(_), None) => {
+                missing.push(ENV_CLIENT_SECRET.to_string());
+                None
+            }
+            (None, None, Some(_)) => {
+                missing.push(ENV_CLIENT_ID.to_string());
+                None
+            }
+            (None, None, None) => {
+                missing.push(format!(
+                    "{ENV_CLIENT_ID} and {ENV_CLIENT_SECRET} (or {ENV_ACCESS_TOKEN})"
+                ));
+                None
+            }
+        };
+        match (api_key, token) {
+            (Some(key), Some(token)) if missing.is_empty() => Ok(Credentials {
+                api_key: Secret::new(key),
+                token,
+            }),
+            _ => Err(format!(
+                "missing credentials: set {} in the environment \
+                 (or try the job without an account: add --sandbox)",
+                missing.join(", ")
+            )),
+        }
+    }
+}
+
+/// Connection settings that are not secret.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub base_url: String,
+    pub token_url: String,
+    pub timeout: Duration,
+    /// Send `grant_type=client_credentials` with the client credentials.
+    pub send_grant_type: bool,
+    /// Most idle connections kept open (the concurrency).
+    pub pool: usize,
+}
+
+/// Whether `url` points at this machine.
+pub fn is_loopback_url(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| match u.host()? {
+            url::Host::Domain(d) => Some(d.eq_ignore_ascii_case("localhost")),
+            url::Host::Ipv4(ip) => Some(ip.is_loopback()),
+            url::Host::Ipv6(ip) => Some(ip.is_loopback()),
+        })
+        .unwrap_or(false)
+}
+
+fn http_client(settings: &ApiSettings) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("trackmass/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(settings.pool.max(1));
+    if is_loopback_url(&settings.base_url) && is_loopback_url(&settings.token_url) {
+        // A proxy from the environment must not capture local traffic.
+        builder = builder.no_proxy();
+    }
+    builder.build().context("cannot build the HTTP client")
+}
+
+/// A bearer token and the generation it belongs to (bumped at each fetch).
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    pub token: Secret,
+    pub generation: u64,
+}
+
+/// Why no token could be had. Always fatal for the run.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(
+        "the token endpoint refused the client credentials (HTTP {status}{detail}); \
+         check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET}"
+    )]
+    Refused { status: u16, detail: String },
+    #[error("the token endpoint {url} could not be used: {reason}")]
+    Unavailable { url: String, reason: String },
+}
+
+struct Cached {
+    bearer: Option<Bearer>,
+    refresh_at: Instant,
+    generation: u64,
+}
+
+/// Hands out bearer tokens: one fetch at a time however many requests wait,
+/// refreshed ahead of expiry and after a 401.
+pub struct Auth {
+    source: TokenSource,
+    http: reqwest::Client,
+    token_url: String,
+    send_grant_type: AtomicBool,
+    cache: tokio::sync::Mutex<Cached>,
+    fetches: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct TokenError {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// How long before `expires_in` runs out a token is replaced.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 5).min(Duration::from_secs(60))
+}
+
+impl Auth {
+    fn new(source: TokenSource, http: reqwest::Client, settings: &ApiSettings) -> Auth {
+        let generation = 0;
+        let bearer = match &source {
+            TokenSource::Static(t) => Some(Bearer {
+                token: t.clone(),
+                generation,
+            }),
+            TokenSource::Client { .. } => None,
+        };
+        Auth {
+            source,
+            http,
+            token_url: settings.token_url.clone(),
+            send_grant_type: AtomicBool::new(settings.send_grant_type),
+            cache: tokio::sync::Mutex::new(Cached {
+                bearer,
+                refresh_at: Instant::now() + Duration::from_secs(10 * 365 * 86_400),
+                generation,
+            }),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a refused token can be replaced by a fresh one.
+    pub fn can_refresh(&self) -> bool {
+        matches!(self.source, TokenSource::Client { .. })
+    }
+
+    /// Number of tokens fetched so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// A token valid for a while yet.
+    pub async fn bearer(&self) -> Result<Bearer, AuthError> {
+        let mut cache = self.cache.lock().await;
+        if let Some(b) = &cache.bearer
+            && (Instant::now() < cache.refresh_at || !self.can_refresh())
+        {
+            return Ok(b.clone());
+        }
+        let (token, lifetime) = self.fetch().await?;
+        cache.generation += 1;
+        cache.refresh_at = Instant::now() + lifetime.saturating_sub(refresh_margin(lifetime));
+        let bearer = Bearer {
+            token,
+            generation: cache.generation,
+        };
+        cache.bearer = Some(bearer.clone());
+        Ok(bearer)
+    }
+
+    /// Drops the token of `generation` after it was refused, unless a newer
+    /// one was fetched meanwhile (many requests may report the same 401).
+    pub async fn invalidate(&self, generation: u64) {
+        if !self.can_refresh() {
+            return;
+        }
+        let mut cache = self.cache.lock().await;
+        if cache.generation == generation {
+            cache.bearer = None;
+        }
+    }
+
+    async fn fetch(&self) -> Result<(Secret, Duration), AuthError> {
+        let TokenSource::Client {
+            client_id,
+            client_secret,
+        } = &self.source
+        else {
+            return Err(AuthError::Unavailable {
+                url: self.token_url.clone(),
+                reason: "no client credentials".into(),
+            });
+        };
+        let mut last = String::new();
+        for attempt in 1..=4u32 {
+            if attempt > 1 {
+                tokio::time::sleep(retry::backoff(
+                    attempt - 1,
+                    Duration::from_millis(500),
+                    Duration::from_secs(5),
+                    1.0,
+                ))
+                .await;
+            }
+            let with_grant = self.send_grant_type.load(Ordering::Relaxed);
+            let mut form = vec![
+                ("client_id", client_id.expose()),
+                ("client_secret", client_secret.expose()),
+            ];
+            if with_grant {
+                form.push(("grant_type", "client_credentials"));
+            }
+            let response = match self.http.post(&self.token_url).form(&form).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last = transport_reason(&e);
+                    continue;
+                }
+            };
+            let status = response.status().as_u16();
+            let body = match read_bounded(response).await {
+                Ok(b) => b,
+                Err(reason) => {
+                    last = reason;
+                    continue;
+                }
+            };
+            if status == 200 {
+                let parsed: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|e| AuthError::Unavailable {
+                        url: self.token_url.clone(),
+                        reason: format!("unreadable token response ({e})"),
+                    })?;
+                self.fetches.fetch_add(1, Ordering::Relaxed);
+                let lifetime = parsed
+                    .expires_in
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map_or(Duration::from_secs(300), Duration::from_secs_f64);
+                return Ok((Secret::new(parsed.access_token), lifetime));
+            }
+            let error: Option<TokenError> = serde_json::from_slice(&body).ok();
+            let (code, description) = error
+                .map(|e| {
+                    (
+                        e.error.unwrap_or_default(),
+                        e.error_description.unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default();
+            if status == 400 && with_grant && description.contains("duplicated parameter") {
+                // The gateway adds grant_type itself (domain note §4).
+                self.send_grant_type.store(false, Ordering::Relaxed);
+                tracing::info!("token endpoint adds grant_type itself; no longer sending it");
+                continue;
+            }
+            if status == 429 || status >= 500 {
+                last = format!("HTTP {status}");
+                continue;
+            }
+            let detail = match (code.is_empty(), description.is_empty()) {
+                (true, true) => String::new(),
+                (false, true) => format!(" {code}"),
+                (_, false) => format!(" {code}: {description}"),
+            };
+            return Err(AuthError::Refused { status, detail });
+        }
+        Err(AuthError::Unavailable {
+            url: self.token_url.clone(),
+            reason: last,
+        })
+    }
+}
+
+/// The tracking API.
+pub struct Api {
+    http: reqwest::Client,
+    endpoint: String,
+    api_key: HeaderValue,
+    auth: Auth,
+}
+
+impl Api {
+    pub fn new(settings: &ApiSettings, credentials: Credentials) -> Result<Api> {
+        let http = http_client(settings)?;
+        let mut api_key = HeaderValue::from_str(credentials.api_key.expose()).map_err(|_| {
+            anyhow::anyhow!("{ENV_API_KEY} contains characters not allowed in a header")
+        })?;
+        api_key.set_sensitive(true);
+        let endpoint = format!(
+            "{}{}",
+            settings.base_url.trim_end_matches('/'),
+            spec::TRACK_PATH
+        );
+        Ok(Api {
+            auth: Auth::new(credentials.token, http.clone(), settings),
+            http,
+            endpoint,
+            api_key,
+        })
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends one request body. Returns the verdict and the token generation
+    /// used (for [`Auth::invalidate`] after a 401).
+    pub async fn track(&self, payload: &str) -> Result<(Verdict, u64), AuthError> {
+        let bearer = self.auth.bearer().await?;
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", bearer.token.expose()))
+            .map_err(|_| AuthError::Unavailable {
+                url: String::new(),
+                reason: "the access token contains characters not allowed in a header".into(),
+            })?;
+        authorization.set_sensitive(true);
+        let sent = self
+            .http
+            .post(&self.endpoint)
+            .header(AUTHORIZATION, authorization)
+            .header(spec::SUBSCRIPTION_KEY_HEADER, self.api_key.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(payload.to_owned())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok((
+                    Verdict::Retry {
+                        http_status: None,
+                        reason: transport_reason(&e),
+                        retry_after: None,
+                        throttled: false,
+                    },
+                    bearer.generation,
+                ));
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let verdict = match read_bounded(response).await {
+            Ok(body) => retry::classify(status, retry_after.as_deref(), &body, SystemTime::now()),
+            Err(reason) if (200..300).contains(&status) => Verdict::BadResponse {
+                http_status: status,
+                reason: format!("HTTP {status} but the body could not be read: {reason}"),
+            },
+            Err(reason) => Verdict::Retry {
+                http_status: Some(status),
+                reason: format!("HTTP {status}, body unreadable: {reason}"),
+                retry_after: None,
+                throttled: status == 429,
+            },
+        };
+        Ok((verdict, bearer.generation))
+    }
+}
+
+/// Reads a body up to [`MAX_BODY_BYTES`].
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    if let Some(len) = response.content_length()
+        && len > MAX_BODY_BYTES as u64
+    {
+        return Err(format!(
+            "body of {len} bytes is over the {MAX_BODY_BYTES}-byte limit"
+        ));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(format!("body is over the {MAX_BODY_BYTES}-byte limit"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(transport_reason(&e)),
+        }
+    }
+}
+
+/// A short reason for a transport failure, without URLs or secrets.
+fn transport_reason(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "answer cut short"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    // The innermost cause says what happened (reset, refused, …).
+    let mut cause = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = Some(s.to_string());
+        source = s.source();
+    }
+    match cause {
+        Some(c) if !c.is_empty() => format!("{kind}: {c}"),
+        _ => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn credentials_from_client_id_and_secret() {
+        let c = Credentials::from_lookup(env(&[
+            (ENV_API_KEY, "k"),
+            (ENV_CLIENT_ID, "id"),
+            (ENV_CLIENT_SECRET, "s"),
+        ]))
+        .unwrap();
+        assert!(matches!(c.token, TokenSource::Client { .. }));
+    }
+
+    #[test]
+    fn a_ready_token_wins_over_client_credentials() {
+        let c = Credentials::from_lookup(env(&[
+            (ENV_API_KEY, "k"),
+            (ENV_ACCESS_TOKEN, "t"),
+            (ENV_CLIENT_ID, "id"),
+        ]))
+        .unwrap();
+        assert!(matches!(c.token, TokenSource::Static(_)));
+    }
+
+    #[test]
+    fn missing_credentials_name_the_variables_and_the_sandbox() {
+        let err = Credentials::from_lookup(env(&[])).unwrap_err();
+        for name in [
+            ENV_API_KEY,
+            ENV_CLIENT_ID,
+            ENV_CLIENT_SECRET,
+            ENV_ACCESS_TOKEN,
+            "--sandbox",
+        ] {
+            assert!(err.contains(name), "{err} lacks {name}");
+        }
+        let err = Credentials::from_lookup(env(&[(ENV_API_KEY, "k"), (ENV_CLIENT_ID, "id")]))
+            .unwrap_err();
+        assert!(
+            err.contains(ENV_CLIENT_SECRET) && !err.contains(ENV_API_KEY),
+            "{err}"
+        );
+        let err = Credentials::from_lookup(env(&[(ENV_API_KEY, " "), (ENV_ACCESS_TOKEN, "t")]))
+            .unwrap_err();
+        assert!(err.contains(ENV_API_KEY), "{err}");
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback_url("http://127.0.0.1:8080/x"));
+        assert!(is_loopback_url("http://[::1]:1/"));
+        assert!(is_loopback_url("http://localhost/"));
+        assert!(!is_loopback_url("http://10.0.0.1/"));
+        assert!(!is_loopback_url(
+            "https://soget-api-integration.azure-api.net/"
+        ));
+        assert!(!is_loopback_url("not a url"));
+    }
+
+    #[test]
+    fn refresh_margin_is_a_fifth_up_to_a_minute() {
+        assert_eq!(
+            refresh_margin(Duration::from_secs(300)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+    }
+}

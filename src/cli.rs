@@ -1,0 +1,417 @@
+//! Command-line interface: clap definitions and the value parsers behind them.
+//!
+//! House rules:
+//! - doc comments are the help text; every subcommand's long help ends with
+//!   an example;
+//! - values are validated while parsing (rates, durations, delimiters), so a
+//!   bad flag is a usage error (exit 2) before anything runs;
+//! - no flag ever carries a secret: credentials come from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Track the handling units of many documents at once with SOGET's
+/// "API Tracking Code In Mass".
+#[derive(Debug, Parser)]
+#[command(name = "trackmass", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Only print errors and the final summary.
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+
+    /// More log detail (-v: debug, -vv: trace).
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Track every document reference of a CSV file.
+    #[command(after_long_help = RUN_EXAMPLES)]
+    Run(Box<RunArgs>),
+    /// Serve an emulator of the API on this machine, for rehearsals and tests.
+    #[command(after_long_help = SANDBOX_EXAMPLES)]
+    Sandbox(SandboxArgs),
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  Try it without an account, against the built-in sandbox:
+    trackmass run samples/documents.csv --sandbox
+
+  A real run (credentials from the environment):
+    export TRACKMASS_API_KEY=... TRACKMASS_CLIENT_ID=... TRACKMASS_CLIENT_SECRET=...
+    trackmass run documents.csv --way Import --agent-code CCGM --rate 600/min
+
+  Run the same command again after an interruption: it continues.";
+
+const SANDBOX_EXAMPLES: &str = "\
+Examples:
+  trackmass sandbox --listen 127.0.0.1:8080
+  TRACKMASS_API_KEY=sandbox-key TRACKMASS_CLIENT_ID=sandbox-client \\
+  TRACKMASS_CLIENT_SECRET=sandbox-secret \\
+    trackmass run samples/documents.csv \\
+      --base-url http://127.0.0.1:8080/api-tracking-code-in-mass/v1 \\
+      --token-url http://127.0.0.1:8080/soget-connect/v1/openid-connect/token";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// CSV file with a documentReference column (header row required).
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    #[command(flatten)]
+    pub files: FileArgs,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
+
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+
+    /// Send rows again even if the state file already holds an answer for
+    /// them. Identical rows within the file are still sent once.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub dispatch: DispatchArgs,
+
+    #[command(flatten)]
+    pub api: ApiArgs,
+
+    /// Start the built-in sandbox on a free loopback port and run against it
+    /// with its own credentials (no account needed).
+    #[arg(long, help_heading = "API")]
+    pub sandbox: bool,
+
+    /// Progress display on stderr: a bar on a terminal, periodic log lines
+    /// otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "WHEN")]
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressMode {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Files")]
+pub struct FileArgs {
+    /// State file (SQLite): the queue and every outcome; rerunning with the
+    /// same state continues where a run stopped.
+    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// Results CSV: one line per tracked handling unit.
+    #[arg(long, default_value = "results.csv", value_name = "PATH")]
+    pub out: PathBuf,
+
+    /// Failures CSV: rows rejected locally or refused by the API.
+    #[arg(long, default_value = "failures.csv", value_name = "PATH")]
+    pub failures: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Input")]
+pub struct ReadArgs {
+    /// Header of the column holding the document reference
+    /// [default: documentReference or document_reference, any case]
+    #[arg(long, value_name = "NAME")]
+    pub column: Option<String>,
+
+    /// Field delimiter: ',', ';', 'tab' or another single character
+    /// [default: detected from the header line]
+    #[arg(long, value_parser = parse_delimiter, value_name = "CHAR")]
+    pub delimiter: Option<u8>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Request defaults (a row's own column wins)")]
+pub struct DefaultArgs {
+    /// Customs way: Unknown, Import, Export, Transit, Transhipment,
+    /// DomesticIn, DomesticOut or DomesticTranshipment.
+    #[arg(long, value_name = "WAY")]
+    pub way: Option<String>,
+
+    /// Event location (at most 20 characters), e.g. MTDF.
+    #[arg(long, value_name = "PLACE")]
+    pub place: Option<String>,
+
+    /// Agent code of the shipping company (at most 64 characters), e.g. CCGM.
+    #[arg(long, value_name = "CODE")]
+    pub agent_code: Option<String>,
+
+    /// Webhook URL that receives the tracking events.
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sending")]
+pub struct DispatchArgs {
+    /// Requests in flight at once.
+    #[arg(long, default_value = "8", value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
+    pub concurrency: u16,
+
+    /// Most requests per period, spread evenly: N/s, N/min or N/h.
+    #[arg(long, default_value = "10/s", value_name = "RATE")]
+    pub rate: Rate,
+
+    /// Requests that may go out back to back after an idle spell. With 1,
+    /// no window of the rate's period ever holds more than its N requests.
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub burst: u32,
+
+    /// Time allowed for one request (below the gateway's 240 s).
+    #[arg(long, default_value = "30s", value_parser = parse_timeout, value_name = "DURATION")]
+    pub timeout: Duration,
+
+    /// Attempts per row for network errors, timeouts, 408, 429 and 5xx.
+    #[arg(long, default_value = "6", value_parser = clap::value_parser!(u32).range(1..=100), value_name = "N")]
+    pub max_attempts: u32,
+
+    /// First retry delay (doubles each attempt, with full jitter).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub backoff_base: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub backoff_cap: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "API")]
+pub struct ApiArgs {
+    /// Base URL of the API.
+    #[arg(long, env = "TRACKMASS_BASE_URL", default_value = crate::spec::DEFAULT_BASE_URL, value_name = "URL")]
+    pub base_url: String,
+
+    /// OAuth2 token URL (client credentials).
+    #[arg(long, env = "TRACKMASS_TOKEN_URL", default_value = crate::spec::DEFAULT_TOKEN_URL, value_name = "URL")]
+    pub token_url: String,
+
+    /// Do not send grant_type=client_credentials to the token URL (for
+    /// gateways that add it themselves).
+    #[arg(long)]
+    pub no_grant_type: bool,
+
+    /// Allow plain http:// URLs that are not on this machine.
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Seed of the deterministic catalogue (same seed, same answers).
+    #[arg(long, default_value = "0", value_name = "N")]
+    pub seed: u64,
+
+    /// Lifetime of the access tokens it issues.
+    #[arg(long, default_value = "300s", value_parser = parse_duration, value_name = "DURATION")]
+    pub token_ttl: Duration,
+}
+
+/// A request rate: `count` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub count: f64,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// Time between two requests at this rate.
+    pub fn interval(&self) -> Duration {
+        self.period.div_f64(self.count)
+    }
+
+    /// Requests per second.
+    pub fn per_second(&self) -> f64 {
+        self.count / self.period.as_secs_f64()
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.period.as_secs() {
+            1 => "s",
+            60 => "min",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let usage = || format!("{s:?} is not a rate; write it like 10/s, 600/min or 20000/h");
+        let (count, unit) = s.trim().split_once('/').ok_or_else(usage)?;
+        let count: f64 = count.trim().parse().map_err(|_| usage())?;
+        if !count.is_finite() || count <= 0.0 {
+            return Err(format!("{s:?}: the rate must be above zero"));
+        }
+        let period = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(usage()),
+        };
+        let rate = Rate { count, period };
+        if rate.interval() < Duration::from_micros(10) {
+            return Err(format!("{s:?}: at most 100000/s"));
+        }
+        if rate.interval() > Duration::from_secs(3600) {
+            return Err(format!("{s:?}: at least 1/h"));
+        }
+        Ok(rate)
+    }
+}
+
+impl serde::Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written as a person would: `30s`, `6h`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 30s, 5m or 6h"))
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("the timeout must be above zero".into());
+    }
+    if d >= Duration::from_secs(240) {
+        return Err(format!(
+            "{s}: the gateway gives up on a request after 240 s, so the timeout must be shorter"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => {
+            Ok(s.as_bytes()[0])
+        }
+        _ => Err(format!(
+            "{s:?} is not a delimiter; use ',', ';', 'tab' or another single character"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rates_read_like_a_person_writes_them() {
+        let r: Rate = "50/s".parse().unwrap();
+        assert_eq!(r.interval(), Duration::from_millis(20));
+        let r: Rate = "600/min".parse().unwrap();
+        assert_eq!(r.interval(), Duration::from_millis(100));
+        assert_eq!(r.per_second(), 10.0);
+        let r: Rate = "1800/h".parse().unwrap();
+        assert_eq!(r.interval(), Duration::from_secs(2));
+        let r: Rate = "0.5/s".parse().unwrap();
+        assert_eq!(r.interval(), Duration::from_secs(2));
+        assert_eq!("600/min".parse::<Rate>().unwrap().to_string(), "600/min");
+    }
+
+    #[test]
+    fn bad_rates_say_how_to_write_one() {
+        for bad in ["10", "10/day", "/s", "0/s", "-1/s", "abc/s", "1e9/s"] {
+            let err = bad.parse::<Rate>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn durations_and_timeouts() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(6 * 3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").unwrap_err().contains("30s"));
+        assert!(parse_timeout("240s").unwrap_err().contains("240"));
+        assert!(parse_timeout("0s").is_err());
+        assert_eq!(parse_timeout("239s").unwrap(), Duration::from_secs(239));
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter(";").unwrap(), b';');
+        assert_eq!(parse_delimiter("tab").unwrap(), b'\t');
+        assert!(parse_delimiter("ab").is_err());
+        assert!(parse_delimiter("\"").is_err());
+    }
+
+    #[test]
+    fn run_defaults() {
+        let cli = Cli::try_parse_from(["trackmass", "run", "in.csv"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.dispatch.concurrency, 8);
+        assert_eq!(run.dispatch.rate, "10/s".parse().unwrap());
+        assert_eq!(run.dispatch.burst, 1);
+        assert_eq!(run.dispatch.timeout, Duration::from_secs(30));
+        assert_eq!(run.files.state, PathBuf::from("trackmass.db"));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for args in [
+            &["trackmass", "run", "x.csv", "--rate", "fast"][..],
+            &["trackmass", "run", "x.csv", "--concurrency", "0"],
+            &["trackmass", "run", "x.csv", "--timeout", "5m"],
+            &["trackmass", "run"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

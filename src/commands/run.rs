@@ -1,0 +1,459 @@
+//! `trackmass run INPUT`: load, dispatch, report.
+
+use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{Api, ApiSettings, Credentials, TokenSource};
+use crate::cli::ProgressMode;
+use crate::config::RunConfig;
+use crate::dispatch::{self, DispatchReport};
+use crate::error::Exit;
+use crate::input::{self, CHUNK_ROWS, InputReader, Row};
+use crate::progress::{self, BarSlot, Progress, Totals};
+use crate::report;
+use crate::sandbox;
+use crate::secret::Secret;
+use crate::store::{LoadCounts, PendingItem, RunId, Status, Store, Writer};
+
+/// Rejected rows shown in the log before the rest are only counted.
+const REJECTS_LOGGED: u64 = 20;
+
+/// Pending rows read from the state per query.
+const PAGE_ROWS: usize = 512;
+
+/// Settings that shape the terminal rather than the run.
+#[derive(Clone)]
+pub struct Ui {
+    pub quiet: bool,
+    pub slot: BarSlot,
+    /// Interval of progress log lines when there is no bar.
+    pub line_interval: Duration,
+}
+
+/// What a run did, as printed at the end and stored in the state file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub input: String,
+    pub state: String,
+    #[serde(flatten)]
+    pub load: LoadCounts,
+    pub tracked: u64,
+    pub handling_units: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub requests: u64,
+    pub resent_after_interruption: u64,
+    pub elapsed_seconds: f64,
+    pub outcome: Exit,
+    pub exit_code: u8,
+    pub fatal: Option<String>,
+    pub results: String,
+    pub failures: String,
+}
+
+impl Summary {
+    /// The one-line summary printed at the end.
+    pub fn line(&self) -> String {
+        let mut parts = vec![format!(
+            "{} tracked ({} handling units)",
+            self.tracked, self.handling_units
+        )];
+        if self.load.already_tracked > 0 {
+            parts.push(format!(
+                "{} of them already before",
+                self.load.already_tracked
+            ));
+        }
+        if self.load.rejected > 0 {
+            parts.push(format!("{} rejected", self.load.rejected));
+        }
+        if self.failed > 0 {
+            parts.push(format!("{} failed", self.failed));
+        }
+        if self.load.duplicates > 0 {
+            parts.push(format!("{} duplicate rows", self.load.duplicates));
+        }
+        if self.pending > 0 {
+            parts.push(format!("{} pending", self.pending));
+        }
+        let rate = if self.elapsed_seconds > 0.0 {
+            self.requests as f64 / self.elapsed_seconds
+        } else {
+            0.0
+        };
+        let mut line = format!(
+            "{}: {} rows: {}; {} requests in {:.1}s ({:.1}/s)",
+            self.input,
+            self.load.rows,
+            parts.join(", "),
+            self.requests,
+            self.elapsed_seconds,
+            rate
+        );
+        if self.resent_after_interruption > 0 {
+            line.push_str(&format!(
+                ", {} re-sent after interruption",
+                self.resent_after_interruption
+            ));
+        }
+        line.push_str(&format!("; wrote {} and {}", self.results, self.failures));
+        match self.outcome {
+            Exit::Interrupted => {
+                line.push_str("; interrupted: run the same command again to continue")
+            }
+            Exit::Fatal => {
+                line.push_str("; stopped: fix the error above and run the same command again")
+            }
+            _ => {}
+        }
+        line
+    }
+}
+
+/// Runs the job. Returns how it ended; errors are fatal before or after
+/// dispatch (configuration, credentials, I/O).
+pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
+    let started = Instant::now();
+
+    // Credentials first: fail before doing any work.
+    let (sandbox, credentials, base_url, token_url) = if config.sandbox {
+        let sb = sandbox::start(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            sandbox::Config::default(),
+        )
+        .await
+        .context("cannot start the sandbox")?;
+        tracing::info!("sandbox listening on http://{}", sb.addr());
+        let credentials = Credentials {
+            api_key: Secret::new(sandbox::API_KEY),
+            token: TokenSource::Client {
+                client_id: Secret::new(sandbox::CLIENT_ID),
+                client_secret: Secret::new(sandbox::CLIENT_SECRET),
+            },
+        };
+        let (b, t) = (sb.base_url(), sb.token_url());
+        (Some(sb), credentials, b, t)
+    } else {
+        let credentials = Credentials::from_lookup(|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
+        (
+            None,
+            credentials,
+            config.base_url.clone(),
+            config.token_url.clone(),
+        )
+    };
+    let api = Api::new(
+        &ApiSettings {
+            base_url,
+            token_url,
+            timeout: config.dispatch.timeout,
+            send_grant_type: config.send_grant_type,
+            pool: config.dispatch.concurrency,
+        },
+        credentials,
+    )?;
+
+    let mut store = Store::open(&config.state)?;
+    let config_json =
+        serde_json::to_string(&config).context("cannot serialize the configuration")?;
+    let input_name = config.input.display().to_string();
+    let run = store.begin_run("run", Some(&input_name), &config_json)?;
+
+    let outcome = run_loaded(&config, &ui, &mut store, run, api, started).await;
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = store.end_run(
+                run,
+                "error",
+                &serde_json::json!({"error": format!("{e:#}")}).to_string(),
+            );
+            return Err(e);
+        }
+    };
+    store.end_run(
+        run,
+        match summary.outcome {
+            Exit::Success => "completed",
+            Exit::RowsFailed => "completed_with_failures",
+            Exit::Fatal => "fatal",
+            Exit::Interrupted => "interrupted",
+        },
+        &serde_json::to_string(&summary).unwrap_or_default(),
+    )?;
+    if let Some(fatal) = &summary.fatal {
+        tracing::error!("{fatal}");
+    }
+    println!("trackmass: {}", summary.line());
+    if let Some(sb) = sandbox {
+        let _ = sb.shutdown().await;
+    }
+    Ok(summary.outcome)
+}
+
+async fn run_loaded(
+    config: &RunConfig,
+    ui: &Ui,
+    store: &mut Store,
+    run: RunId,
+    api: Api,
+    started: Instant,
+) -> Result<Summary> {
+    let source = canonical_source(&config.input);
+    let load = load_input(config, store, run, &source)?;
+    let recovered = store.recover_in_flight(run)?;
+    if recovered > 0 {
+        tracing::warn!(
+            "{recovered} rows were in flight when an earlier run stopped; they will be sent again"
+        );
+    }
+
+    let before = store.status_counts(Some(run))?;
+    let pending = before.get(Status::Pending);
+    let total = Status::ALL
+        .iter()
+        .filter(|s| **s != Status::Rejected)
+        .map(|s| before.get(*s))
+        .sum::<u64>();
+    let totals = Totals {
+        total,
+        done_before: total - pending,
+        failed_before: before.failures() - before.get(Status::Rejected),
+    };
+
+    let mut report = DispatchReport::default();
+    let mut interrupted = false;
+    if pending > 0 {
+        tracing::info!(
+            "{pending} rows to send at {} with {} in flight (about {})",
+            config.dispatch.rate,
+            config.dispatch.concurrency,
+            progress::format_duration(Duration::from_secs_f64(
+                pending as f64 / config.dispatch.rate.per_second()
+            ))
+        );
+        let (r, i) = send_pending(config, ui, store.path(), run, api, totals).await?;
+        report = r;
+        interrupted = i;
+    }
+
+    let after = store.status_counts(Some(run))?;
+    let written = report::write_reports(store, Some(run), &config.out, &config.failures)?;
+    tracing::debug!(?written, "result files written");
+    let failed = after.failures() - after.get(Status::Rejected);
+    let still_pending = after.get(Status::Pending);
+    let outcome = if report.fatal.is_some() {
+        Exit::Fatal
+    } else if interrupted || still_pending > 0 {
+        Exit::Interrupted
+    } else if after.failures() > 0 {
+        Exit::RowsFailed
+    } else {
+        Exit::Success
+    };
+    Ok(Summary {
+        input: config.input.display().to_string(),
+        state: config.state.display().to_string(),
+        load,
+        tracked: after.get(Status::Tracked),
+        handling_units: after.units,
+        failed,
+        pending: still_pending,
+        requests: report.requests,
+        resent_after_interruption: report.resent_after_interruption,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        outcome,
+        exit_code: outcome.code(),
+        fatal: report.fatal,
+        results: config.out.display().to_string(),
+        failures: config.failures.display().to_string(),
+    })
+}
+
+/// The input's identity in the state: its absolute path when it has one.
+fn canonical_source(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Reads, validates (in parallel) and stores the input, chunk by chunk.
+fn load_input(
+    config: &RunConfig,
+    store: &mut Store,
+    run: RunId,
+    source: &str,
+) -> Result<LoadCounts> {
+    let mut reader = InputReader::open(&config.input, &config.read_options())?;
+    let columns = reader.columns().clone();
+    let mut loader = store.loader(run, source, config.force)?;
+    let mut logged = 0u64;
+    loop {
+        let chunk = reader.next_chunk(CHUNK_ROWS)?;
+        if chunk.is_empty() {
+            break;
+        }
+        let rows = input::validate_chunk(&chunk, &columns, &config.defaults);
+        for row in &rows {
+            if let Row::Rejected(r) = row {
+                logged += 1;
+                if logged <= REJECTS_LOGGED {
+                    tracing::warn!(
+                        "{}: line {}: {}",
+                        config.input.display(),
+                        r.line,
+                        r.message()
+                    );
+                }
+            }
+        }
+        loader.add(&rows)?;
+    }
+    let counts = loader.finish();
+    if counts.rejected > REJECTS_LOGGED {
+        tracing::warn!(
+            "{} more rejected rows; all are listed in {}",
+            counts.rejected - REJECTS_LOGGED,
+            config.failures.display()
+        );
+    }
+    tracing::info!(
+        "{}: {} rows: {} new, {} already tracked, {} continued, {} duplicates, {} rejected",
+        config.input.display(),
+        counts.rows,
+        counts.new + counts.forced,
+        counts.already_tracked,
+        counts.continued,
+        counts.duplicates,
+        counts.rejected
+    );
+    Ok(counts)
+}
+
+/// Feeds pending rows from the state to the dispatcher; shows progress;
+/// handles Ctrl-C / SIGTERM. Returns the report and whether it was
+/// interrupted.
+async fn send_pending(
+    config: &RunConfig,
+    ui: &Ui,
+    state: &Path,
+    run: RunId,
+    api: Api,
+    totals: Totals,
+) -> Result<(DispatchReport, bool)> {
+    let writer = Arc::new(Writer::spawn(state)?);
+    let (tx, rx) = mpsc::channel::<PendingItem>(PAGE_ROWS * 2);
+    let reader = Store::open_read_only(state)?;
+    let feeder = std::thread::Builder::new()
+        .name("state-reader".into())
+        .spawn(move || feed(reader, run, tx))
+        .context("cannot start the state reader thread")?;
+
+    let display = progress_display(config.progress, ui);
+    let progress = Progress::start(display, totals, writer.committed(), ui.slot.clone());
+
+    let stop = CancellationToken::new();
+    let interrupted = CancellationToken::new();
+    let signals = tokio::spawn(watch_signals(stop.clone(), interrupted.clone()));
+
+    let report = dispatch::dispatch(
+        Arc::new(api),
+        writer.clone(),
+        rx,
+        config.dispatch.clone(),
+        stop.clone(),
+    )
+    .await;
+    signals.abort();
+    progress.finish().await;
+
+    let feed_result = feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the state reader thread panicked"))?;
+    let writer = Arc::into_inner(writer)
+        .ok_or_else(|| anyhow::anyhow!("the state writer is still in use"))?;
+    writer.finish()?;
+    feed_result?;
+    Ok((report, interrupted.is_cancelled()))
+}
+
+/// Pages through pending rows in id order until the dispatcher hangs up.
+fn feed(reader: Store, run: RunId, tx: mpsc::Sender<PendingItem>) -> Result<()> {
+    let mut after = 0;
+    loop {
+        let page = reader.pending_page(run, after, PAGE_ROWS)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.id;
+        for item in page {
+            if tx.blocking_send(item).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn progress_display(mode: ProgressMode, ui: &Ui) -> progress::Display {
+    let terminal = std::io::stderr().is_terminal();
+    match mode {
+        ProgressMode::Never => progress::Display::Off,
+        ProgressMode::Always => progress::Display::Bar,
+        ProgressMode::Auto if ui.quiet => progress::Display::Off,
+        ProgressMode::Auto if terminal => progress::Display::Bar,
+        ProgressMode::Auto => progress::Display::Lines {
+            interval: ui.line_interval,
+        },
+    }
+}
+
+/// First Ctrl-C or SIGTERM: stop sending, finish what is in flight, write
+/// the files, exit 4. Second: exit 4 at once (the state stays consistent:
+/// every commit is atomic).
+async fn watch_signals(stop: CancellationToken, interrupted: CancellationToken) {
+    let mut first = true;
+    loop {
+        if !next_signal().await {
+            return;
+        }
+        if first {
+            first = false;
+            interrupted.cancel();
+            stop.cancel();
+            tracing::warn!(
+                "stopping: waiting for requests in flight, then writing the result files \
+                 (press Ctrl-C again to quit at once)"
+            );
+        } else {
+            eprintln!("trackmass: stopped at once; run the same command again to continue");
+            std::process::exit(i32::from(Exit::Interrupted.code()));
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn next_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return tokio::signal::ctrl_c().await.is_ok();
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        r = term.recv() => r.is_some(),
+    }
+}
+
+#[cfg(not(unix))]
+async fn next_signal() -> bool {
+    tokio::signal::ctrl_c().await.is_ok()
+}

@@ -1,0 +1,213 @@
+//! The validated settings of a run, built from the command line.
+//!
+//! [`RunConfig`] is what the rest of the program reads; it holds no secret
+//! and is stored in the state file (`runs.config`) as JSON so that a run
+//! can be explained later.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{ProgressMode, Rate, RunArgs};
+use crate::error::UsageError;
+use crate::input::{Defaults, ReadOptions};
+
+/// How requests are sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct DispatchSettings {
+    pub concurrency: usize,
+    pub rate: Rate,
+    pub burst: u32,
+    #[serde(with = "human_duration")]
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "human_duration")]
+    pub backoff_base: Duration,
+    #[serde(with = "human_duration")]
+    pub backoff_cap: Duration,
+}
+
+/// Everything `trackmass run` needs except credentials.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    pub input: PathBuf,
+    pub state: PathBuf,
+    pub out: PathBuf,
+    pub failures: PathBuf,
+    pub column: Option<String>,
+    pub delimiter: Option<char>,
+    pub defaults: Defaults,
+    pub force: bool,
+    pub dispatch: DispatchSettings,
+    pub base_url: String,
+    pub token_url: String,
+    pub send_grant_type: bool,
+    pub sandbox: bool,
+    pub progress: ProgressMode,
+}
+
+impl RunConfig {
+    pub fn from_args(args: &RunArgs) -> Result<RunConfig, UsageError> {
+        let trimmed = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let defaults = Defaults {
+            way: trimmed(&args.defaults.way),
+            place: trimmed(&args.defaults.place),
+            agent_code: trimmed(&args.defaults.agent_code),
+            url: trimmed(&args.defaults.webhook_url),
+        };
+        defaults.validate().map_err(UsageError)?;
+        if !args.sandbox {
+            check_url(
+                "--base-url",
+                &args.api.base_url,
+                args.api.allow_insecure_http,
+            )?;
+            check_url(
+                "--token-url",
+                &args.api.token_url,
+                args.api.allow_insecure_http,
+            )?;
+        }
+        for (flag, path) in [
+            ("--out", &args.files.out),
+            ("--failures", &args.files.failures),
+        ] {
+            if path == &args.files.state {
+                return Err(UsageError(format!(
+                    "{flag} {} is the state file; pick another path",
+                    path.display()
+                )));
+            }
+        }
+        if args.files.out == args.files.failures {
+            return Err(UsageError(
+                "--out and --failures name the same file; pick two paths".into(),
+            ));
+        }
+        let d = &args.dispatch;
+        if d.backoff_cap < d.backoff_base {
+            return Err(UsageError(
+                "--backoff-cap must not be shorter than --backoff-base".into(),
+            ));
+        }
+        Ok(RunConfig {
+            input: args.input.clone(),
+            state: args.files.state.clone(),
+            out: args.files.out.clone(),
+            failures: args.files.failures.clone(),
+            column: args.read.column.clone(),
+            delimiter: args.read.delimiter.map(char::from),
+            defaults,
+            force: args.force,
+            dispatch: DispatchSettings {
+                concurrency: usize::from(d.concurrency),
+                rate: d.rate,
+                burst: d.burst,
+                timeout: d.timeout,
+                max_attempts: d.max_attempts,
+                backoff_base: d.backoff_base,
+                backoff_cap: d.backoff_cap,
+            },
+            base_url: args.api.base_url.trim().to_string(),
+            token_url: args.api.token_url.trim().to_string(),
+            send_grant_type: !args.api.no_grant_type,
+            sandbox: args.sandbox,
+            progress: args.progress,
+        })
+    }
+
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            column: self.column.clone(),
+            delimiter: self.delimiter.map(|c| c as u8),
+        }
+    }
+}
+
+/// An API URL must be https, or http on this machine, or http with
+/// `--allow-insecure-http`: tokens and keys travel in its headers.
+fn check_url(flag: &str, value: &str, allow_insecure: bool) -> Result<(), UsageError> {
+    let url = reqwest::Url::parse(value.trim())
+        .map_err(|e| UsageError(format!("{flag} {value:?} is not a URL ({e})")))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure || crate::api::is_loopback_url(value.trim()) => Ok(()),
+        "http" => Err(UsageError(format!(
+            "{flag} {value} is plain http: credentials would cross the network unencrypted; \
+             use https, or pass --allow-insecure-http if you really mean it"
+        ))),
+        other => Err(UsageError(format!(
+            "{flag} {value:?}: unsupported scheme {other:?} (use https)"
+        ))),
+    }
+}
+
+/// Serializes durations the way they are written on the command line.
+mod human_duration {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<RunConfig, UsageError> {
+        let mut full = vec!["trackmass", "run", "in.csv"];
+        full.extend_from_slice(args);
+        let cli = Cli::try_parse_from(full).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        RunConfig::from_args(&run)
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_this_machine() {
+        let err = config(&["--base-url", "http://api.example.com/v1"]).unwrap_err();
+        assert!(err.0.contains("--allow-insecure-http"), "{}", err.0);
+        assert!(config(&["--base-url", "http://127.0.0.1:9/v1"]).is_ok());
+        assert!(
+            config(&[
+                "--base-url",
+                "http://api.example.com/v1",
+                "--allow-insecure-http"
+            ])
+            .is_ok()
+        );
+        assert!(config(&["--token-url", "ftp://x"]).is_err());
+    }
+
+    #[test]
+    fn bad_defaults_are_usage_errors() {
+        let err = config(&["--way", "Sideways"]).unwrap_err();
+        assert!(err.0.contains("--way"), "{}", err.0);
+        let c = config(&["--way", "export", "--place", " MTDF "]).unwrap();
+        assert_eq!(c.defaults.place.as_deref(), Some("MTDF"));
+    }
+
+    #[test]
+    fn output_paths_must_differ() {
+        assert!(config(&["--out", "trackmass.db"]).is_err());
+        assert!(config(&["--out", "a.csv", "--failures", "a.csv"]).is_err());
+    }
+
+    #[test]
+    fn config_serializes_without_secrets_and_readably() {
+        let c = config(&["--rate", "600/min", "--timeout", "20s"]).unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["dispatch"]["rate"], "600/min");
+        assert_eq!(json["dispatch"]["timeout"], "20s");
+    }
+}

@@ -1,0 +1,343 @@
+//! Sending the pending rows: concurrency, rate limit, retries, stop.
+//!
+//! One producer loop takes pending rows in id order, waits for a free slot
+//! (semaphore) and for the rate limiter (governor), then spawns a task per
+//! row. A task marks its row in flight (durably) before each POST, retries
+//! what is worth retrying, and hands the final outcome to the state writer.
+//! A fatal condition or a stop request ends the producer; tasks already
+//! sending finish and are recorded; rows not sent stay pending.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::Api;
+use crate::config::DispatchSettings;
+use crate::retry::{self, Credential, Verdict};
+use crate::store::{Outcome, PendingItem, Status, Writer};
+
+/// What dispatching did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchReport {
+    /// POST requests sent (every attempt counts).
+    pub requests: u64,
+    /// Rows sent again because an earlier process died with them in flight.
+    pub resent_after_interruption: u64,
+    /// Why dispatch stopped early, if a fatal condition stopped it.
+    pub fatal: Option<String>,
+}
+
+/// Builds the limiter: `burst` requests back to back at most, then one per
+/// interval. With a burst of 1 the spacing is exact from the first request.
+pub fn limiter(settings: &DispatchSettings) -> DefaultDirectRateLimiter {
+    let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(settings.rate.interval())
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst);
+    RateLimiter::direct(quota)
+}
+
+struct Ctx {
+    api: Arc<Api>,
+    writer: Arc<Writer>,
+    settings: DispatchSettings,
+    limiter: DefaultDirectRateLimiter,
+    stop: CancellationToken,
+    requests: AtomicU64,
+    resent: AtomicU64,
+    fatal: Mutex<Option<String>>,
+}
+
+impl Ctx {
+    /// Records the first fatal reason and stops dispatch.
+    fn fatal(&self, message: String) {
+        if let Ok(mut slot) = self.fatal.lock()
+            && slot.is_none()
+        {
+            tracing::error!("{message}");
+            *slot = Some(message);
+        }
+        self.stop.cancel();
+    }
+
+    fn record(&self, id: i64, outcome: Outcome) {
+        if self.writer.record(id, outcome).is_err() {
+            self.fatal("the state file writer stopped; see the error above".into());
+        }
+    }
+}
+
+/// Sends every item received on `items` until the channel ends, a fatal
+/// condition occurs or `stop` is cancelled.
+pub async fn dispatch(
+    api: Arc<Api>,
+    writer: Arc<Writer>,
+    mut items: mpsc::Receiver<PendingItem>,
+    settings: DispatchSettings,
+    stop: CancellationToken,
+) -> DispatchReport {
+    let ctx = Arc::new(Ctx {
+        api,
+        writer,
+        limiter: limiter(&settings),
+        settings,
+        stop: stop.clone(),
+        requests: AtomicU64::new(0),
+        resent: AtomicU64::new(0),
+        fatal: Mutex::new(None),
+    });
+    let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
+    let mut tasks = JoinSet::new();
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            item = items.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = ctx.limiter.until_ready() => {}
+        }
+        let task_ctx = ctx.clone();
+        tasks.spawn(async move {
+            let _slot = permit;
+            send_one(item, &task_ctx).await;
+        });
+        while let Some(done) = tasks.try_join_next() {
+            reap(done, &ctx);
+        }
+    }
+    // Closing the channel stops the feeder.
+    drop(items);
+    while let Some(done) = tasks.join_next().await {
+        reap(done, &ctx);
+    }
+    let fatal = ctx.fatal.lock().ok().and_then(|f| f.clone());
+    DispatchReport {
+        requests: ctx.requests.load(Ordering::Relaxed),
+        resent_after_interruption: ctx.resent.load(Ordering::Relaxed),
+        fatal,
+    }
+}
+
+fn reap(done: Result<(), tokio::task::JoinError>, ctx: &Ctx) {
+    if let Err(e) = done {
+        ctx.fatal(format!("internal error in a request task: {e}"));
+    }
+}
+
+/// Sends one row until it has a final outcome (or dispatch stops).
+async fn send_one(item: PendingItem, ctx: &Ctx) {
+    let mut attempts: u32 = 0;
+    let mut refreshed_token = false;
+    loop {
+        if attempts > 0 {
+            // Every new attempt goes through the rate limiter too.
+            tokio::select! {
+                biased;
+                _ = ctx.stop.cancelled() => {
+                    ctx.record(item.id, Outcome::Requeue);
+                    return;
+                }
+                _ = ctx.limiter.until_ready() => {}
+            }
+        }
+        if ctx.writer.dispatched(item.id).await.is_err() {
+            ctx.fatal("the state file writer stopped; see the error above".into());
+            return;
+        }
+        attempts += 1;
+        ctx.requests.fetch_add(1, Ordering::Relaxed);
+        if attempts == 1 && item.was_in_flight {
+            ctx.resent.fetch_add(1, Ordering::Relaxed);
+        }
+        let (verdict, generation) = match ctx.api.track(&item.payload).await {
+            Ok(v) => v,
+            Err(auth) => {
+                ctx.record(item.id, Outcome::Requeue);
+                ctx.fatal(format!("{auth}; rerun the same command to continue"));
+                return;
+            }
+        };
+        tracing::debug!(line = item.line, attempt = attempts, ?verdict, "answer");
+        match verdict {
+            Verdict::Created { tracking_id, units } => {
+                ctx.record(item.id, Outcome::Tracked { tracking_id, units });
+                return;
+            }
+            Verdict::BadResponse {
+                http_status,
+                reason,
+            } => {
+                tracing::warn!(line = item.line, "{reason}");
+                ctx.record(
+                    item.id,
+                    failed(Status::BadResponse, Some(http_status), "", reason, ""),
+                );
+                return;
+            }
+            Verdict::RowError {
+                http_status,
+                code,
+                message,
+                details,
+            } => {
+                ctx.record(
+                    item.id,
+                    failed(Status::Failed, Some(http_status), &code, message, &details),
+                );
+                return;
+            }
+            Verdict::Unauthorized { culprit, message } => {
+                let refreshable =
+                    culprit == Credential::AccessToken && ctx.api.auth().can_refresh();
+                if refreshable && !refreshed_token {
+                    refreshed_token = true;
+                    ctx.api.auth().invalidate(generation).await;
+                    continue;
+                }
+                ctx.record(item.id, Outcome::Requeue);
+                ctx.fatal(unauthorized_message(culprit, &message, refreshable));
+                return;
+            }
+            Verdict::Fatal { message, .. } => {
+                ctx.record(item.id, Outcome::Requeue);
+                ctx.fatal(format!(
+                    "{message}; rows not sent stay pending, rerun to continue"
+                ));
+                return;
+            }
+            Verdict::Retry {
+                http_status,
+                reason,
+                retry_after,
+                ..
+            } => {
+                if attempts >= ctx.settings.max_attempts {
+                    ctx.record(
+                        item.id,
+                        failed(
+                            Status::Exhausted,
+                            http_status,
+                            "",
+                            format!("gave up after {attempts} attempts; last: {reason}"),
+                            "",
+                        ),
+                    );
+                    return;
+                }
+                let backoff = retry::backoff(
+                    attempts,
+                    ctx.settings.backoff_base,
+                    ctx.settings.backoff_cap,
+                    fastrand::f64(),
+                );
+                let delay = retry_after.map_or(backoff, |r| r.max(backoff));
+                tracing::debug!(line = item.line, ?delay, "{reason}; retrying");
+                tokio::select! {
+                    biased;
+                    _ = ctx.stop.cancelled() => {
+                        ctx.record(item.id, Outcome::Requeue);
+                        return;
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+fn failed(
+    status: Status,
+    http_status: Option<u16>,
+    code: &str,
+    message: String,
+    details: &str,
+) -> Outcome {
+    Outcome::Failed {
+        status,
+        http_status,
+        code: code.to_string(),
+        message,
+        details: details.to_string(),
+    }
+}
+
+fn unauthorized_message(culprit: Credential, message: &str, refreshed: bool) -> String {
+    let what = match culprit {
+        Credential::SubscriptionKey => {
+            "the API refused the subscription key (TRACKMASS_API_KEY)".to_string()
+        }
+        Credential::AccessToken if refreshed => {
+            "the API refused the access token, even a freshly issued one \
+             (check that the client TRACKMASS_CLIENT_ID is allowed to use this API)"
+                .to_string()
+        }
+        Credential::AccessToken => {
+            "the API refused the access token (TRACKMASS_ACCESS_TOKEN); it may have expired"
+                .to_string()
+        }
+    };
+    format!(
+        "{what}: {message}; nothing more was sent, rerun with the right credentials to continue"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings(rate: &str, burst: u32) -> DispatchSettings {
+        DispatchSettings {
+            concurrency: 4,
+            rate: rate.parse().unwrap(),
+            burst,
+            timeout: Duration::from_secs(1),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn a_burst_of_one_admits_one_request_at_first() {
+        let l = limiter(&settings("10/s", 1));
+        assert!(l.check().is_ok());
+        assert!(l.check().is_err(), "second request must wait 100 ms");
+    }
+
+    #[test]
+    fn a_larger_burst_admits_that_many_at_once() {
+        let l = limiter(&settings("10/s", 3));
+        assert!(l.check().is_ok());
+        assert!(l.check().is_ok());
+        assert!(l.check().is_ok());
+        assert!(l.check().is_err());
+    }
+
+    #[test]
+    fn unauthorized_messages_name_the_credential() {
+        let key = unauthorized_message(Credential::SubscriptionKey, "Access denied", false);
+        assert!(key.contains("TRACKMASS_API_KEY"), "{key}");
+        let token = unauthorized_message(Credential::AccessToken, "expired", true);
+        assert!(token.contains("freshly issued"), "{token}");
+    }
+}

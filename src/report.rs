@@ -1,0 +1,237 @@
+//! Result files, written from the state file and never by hand.
+//!
+//! Each file is written to a temporary sibling and renamed over the target,
+//! so a reader sees either the old file or the whole new one.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::store::{FailureRow, RunId, Store, TrackedRow};
+
+pub const RESULTS_HEADER: [&str; 4] = ["documentReference", "trackingId", "spi", "reference"];
+pub const FAILURES_HEADER: [&str; 8] = [
+    "line",
+    "documentReference",
+    "status",
+    "httpStatus",
+    "code",
+    "message",
+    "details",
+    "attempts",
+];
+
+/// Lines of `results.csv` for one tracked row: one per handling unit, or
+/// one with empty unit columns when the document has none.
+pub fn result_lines(row: &TrackedRow) -> Vec<[&str; 4]> {
+    if row.units.is_empty() {
+        return vec![[&row.document_reference, &row.tracking_id, "", ""]];
+    }
+    row.units
+        .iter()
+        .map(|u| {
+            [
+                row.document_reference.as_str(),
+                row.tracking_id.as_str(),
+                u.spi.as_deref().unwrap_or(""),
+                u.reference.as_deref().unwrap_or(""),
+            ]
+        })
+        .collect()
+}
+
+/// The line of `failures.csv` for one failed or rejected row.
+pub fn failure_line(row: &FailureRow) -> [String; 8] {
+    [
+        row.line.to_string(),
+        row.document_reference.clone(),
+        row.status.as_str().to_string(),
+        row.http_status.map(|s| s.to_string()).unwrap_or_default(),
+        row.code.clone(),
+        row.message.clone(),
+        row.details.clone(),
+        row.attempts.to_string(),
+    ]
+}
+
+/// Counts of what was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub results_lines: u64,
+    pub failure_lines: u64,
+}
+
+/// Writes `results.csv` and `failures.csv` for `run` (or the whole state).
+pub fn write_reports(
+    store: &Store,
+    run: Option<RunId>,
+    out: &Path,
+    failures: &Path,
+) -> Result<Written> {
+    let mut written = Written::default();
+    atomic_csv(out, |w| {
+        w.write_record(RESULTS_HEADER)?;
+        store.for_each_tracked(run, |row| {
+            for line in result_lines(&row) {
+                w.write_record(line)?;
+                written.results_lines += 1;
+            }
+            Ok(())
+        })
+    })?;
+    atomic_csv(failures, |w| {
+        w.write_record(FAILURES_HEADER)?;
+        store.for_each_failure(run, |row| {
+            w.write_record(failure_line(&row))?;
+            written.failure_lines += 1;
+            Ok(())
+        })
+    })?;
+    Ok(written)
+}
+
+/// Writes a CSV through `fill` into a temporary file next to `path`, then
+/// renames it into place. On any error the temporary file is removed and
+/// `path` is left as it was.
+fn atomic_csv(
+    path: &Path,
+    fill: impl FnOnce(&mut csv::Writer<BufWriter<File>>) -> Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    if path.is_dir() {
+        bail!("{}: is a directory", path.display());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> Result<()> {
+        let file = create_private(&temp)
+            .with_context(|| format!("{}: cannot write here", path.display()))?;
+        let mut writer = csv::WriterBuilder::new().from_writer(BufWriter::new(file));
+        fill(&mut writer)?;
+        let buffered = writer
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
+        file.sync_all()
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        std::fs::rename(&temp, path)
+            .with_context(|| format!("{}: cannot replace the file", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Status, Unit};
+
+    #[test]
+    fn a_document_without_units_gets_one_line() {
+        let row = TrackedRow {
+            document_reference: "D1".into(),
+            tracking_id: "TRK1".into(),
+            units: vec![],
+        };
+        assert_eq!(result_lines(&row), vec![["D1", "TRK1", "", ""]]);
+    }
+
+    #[test]
+    fn one_line_per_unit() {
+        let row = TrackedRow {
+            document_reference: "D1".into(),
+            tracking_id: "TRK1".into(),
+            units: vec![
+                Unit {
+                    spi: Some("CNI1".into()),
+                    reference: Some("CSQU3054383".into()),
+                },
+                Unit {
+                    spi: None,
+                    reference: Some("MWCU6059784".into()),
+                },
+            ],
+        };
+        assert_eq!(
+            result_lines(&row),
+            vec![
+                ["D1", "TRK1", "CNI1", "CSQU3054383"],
+                ["D1", "TRK1", "", "MWCU6059784"]
+            ]
+        );
+    }
+
+    #[test]
+    fn failure_columns_follow_the_header() {
+        let row = FailureRow {
+            line: 12,
+            document_reference: "D2".into(),
+            status: Status::Failed,
+            http_status: Some(400),
+            code: "DOC_UNKNOWN".into(),
+            message: "Unknown document".into(),
+            details: "documentReference: not found".into(),
+            attempts: 1,
+        };
+        let line = failure_line(&row);
+        assert_eq!(line[0], "12");
+        assert_eq!(line[2], "failed");
+        assert_eq!(line[3], "400");
+        assert_eq!(line[7], "1");
+        assert_eq!(line.len(), FAILURES_HEADER.len());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.csv");
+        std::fs::write(&path, "old contents\n").unwrap();
+        let err = atomic_csv(&path, |w| {
+            w.write_record(["a"])?;
+            anyhow::bail!("simulated failure")
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old contents\n");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope").join("results.csv");
+        let err = atomic_csv(&path, |_| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

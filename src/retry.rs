@@ -1,0 +1,585 @@
+//! What an answer means and how long to wait before trying again.
+//!
+//! Pure functions only: the HTTP client feeds them a status, headers and a
+//! body; the dispatcher acts on the [`Verdict`]. Every branch is unit-tested
+//! here without a network.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::store::Unit;
+
+/// Longest excerpt of an unreadable body kept in the state file.
+pub const RAW_EXCERPT_CHARS: usize = 2000;
+
+/// What one HTTP exchange means for its row and for the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 201 with a readable body.
+    Created {
+        tracking_id: String,
+        units: Vec<Unit>,
+    },
+    /// 2xx whose body cannot be read: the tracking probably exists, so the
+    /// row must not be sent again automatically.
+    BadResponse { http_status: u16, reason: String },
+    /// The API refused this row (its fault, not the run's).
+    RowError {
+        http_status: u16,
+        code: String,
+        message: String,
+        details: String,
+    },
+    /// Worth another attempt later.
+    Retry {
+        http_status: Option<u16>,
+        reason: String,
+        retry_after: Option<Duration>,
+        /// A 429: the subscription's rate limit, shared by the whole run.
+        throttled: bool,
+    },
+    /// 401: a credential was refused.
+    Unauthorized {
+        culprit: Credential,
+        message: String,
+    },
+    /// Nothing this run can cure (wrong URL, quota spent, …).
+    Fatal { http_status: u16, message: String },
+}
+
+/// Which credential a 401 blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The gateway refused `Ocp-Apim-Subscription-Key`.
+    SubscriptionKey,
+    /// The bearer token was refused (by the gateway or the service).
+    AccessToken,
+}
+
+/// The spec's `HttpBusinessError`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct BusinessError {
+    status: Option<String>,
+    code: Option<String>,
+    message: Option<String>,
+    sub_errors: Option<Vec<SubError>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubError {
+    field: Option<String>,
+    rejected_value: Option<serde_json::Value>,
+    message: Option<String>,
+}
+
+/// Azure API Management's own error body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GatewayError {
+    status_code: u16,
+    message: String,
+}
+
+/// ASP.NET's ProblemDetails, which a .NET service may answer instead.
+#[derive(Debug, Deserialize)]
+struct ProblemDetails {
+    title: Option<String>,
+    detail: Option<String>,
+    errors: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TrackingResponse {
+    tracking_id: Option<String>,
+    tracked_handling_units: Option<Vec<Unit>>,
+}
+
+/// Classifies a complete HTTP answer.
+pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], now: SystemTime) -> Verdict {
+    let retry_after = retry_after.and_then(|v| parse_retry_after(v, now));
+    match status {
+        200..=299 => created(status, body),
+        300..=399 => Verdict::Fatal {
+            http_status: status,
+            message: format!("the API answered a redirect (HTTP {status}); check --base-url"),
+        },
+        401 => unauthorized(body),
+        403 => Verdict::Fatal {
+            http_status: status,
+            message: format!("access forbidden (HTTP 403): {}", error_summary(body)),
+        },
+        404 | 405 => Verdict::Fatal {
+            http_status: status,
+            message: format!(
+                "the endpoint does not exist (HTTP {status}: {}); check --base-url",
+                error_summary(body)
+            ),
+        },
+        408 | 429 | 500 | 502 | 503 | 504 => Verdict::Retry {
+            http_status: Some(status),
+            reason: format!("HTTP {status} {}", reason_phrase(status)),
+            retry_after,
+            throttled: status == 429,
+        },
+        400..=499 => row_error(status, body),
+        _ => Verdict::Fatal {
+            http_status: status,
+            message: format!(
+                "the API answered HTTP {status} {}: {}",
+                reason_phrase(status),
+                error_summary(body)
+            ),
+        },
+    }
+}
+
+fn created(status: u16, body: &[u8]) -> Verdict {
+    let bad = |reason: String| Verdict::BadResponse {
+        http_status: status,
+        reason,
+    };
+    let parsed: TrackingResponse = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            return bad(format!(
+                "HTTP {status} with an unreadable body ({e}): {}",
+                excerpt(body)
+            ));
+        }
+    };
+    match parsed.tracking_id {
+        Some(id) if !id.is_empty() => Verdict::Created {
+            tracking_id: id,
+            units: parsed.tracked_handling_units.unwrap_or_default(),
+        },
+        _ => bad(format!(
+            "HTTP {status} without a trackingId: {}",
+            excerpt(body)
+        )),
+    }
+}
+
+fn unauthorized(body: &[u8]) -> Verdict {
+    if let Ok(g) = serde_json::from_slice::<GatewayError>(body) {
+        let culprit = if g.message.to_ascii_lowercase().contains("subscription key") {
+            Credential::SubscriptionKey
+        } else {
+            Credential::AccessToken
+        };
+        return Verdict::Unauthorized {
+            culprit,
+            message: g.message,
+        };
+    }
+    Verdict::Unauthorized {
+        culprit: Credential::AccessToken,
+        message: error_summary(body),
+    }
+}
+
+fn row_error(status: u16, body: &[u8]) -> Verdict {
+    if let Ok(e) = serde_json::from_slice::<BusinessError>(body)
+        && (e.code.is_some() || e.message.is_some() || e.sub_errors.is_some())
+    {
+        let details = e
+            .sub_errors
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                let mut text = format!(
+                    "{}: {}",
+                    s.field.as_deref().unwrap_or("?"),
+                    s.message.as_deref().unwrap_or("invalid")
+                );
+                match &s.rejected_value {
+                    Some(serde_json::Value::String(v)) => {
+                        text.push_str(&format!(" (rejected {v:?})"))
+                    }
+                    Some(serde_json::Value::Null) | None => {}
+                    Some(v) => text.push_str(&format!(" (rejected {v})")),
+                }
+                text
+            })
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Verdict::RowError {
+            http_status: status,
+            code: e.code.or(e.status).unwrap_or_default(),
+            message: e.message.unwrap_or_default(),
+            details,
+        };
+    }
+    if let Ok(p) = serde_json::from_slice::<ProblemDetails>(body)
+        && (p.title.is_some() || p.errors.is_some())
+    {
+        let details = p
+            .errors
+            .unwrap_or_default()
+            .iter()
+            .map(|(field, v)| format!("{field}: {}", flatten_messages(v)))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        return Verdict::RowError {
+            http_status: status,
+            code: String::new(),
+            message: p.detail.or(p.title).unwrap_or_default(),
+            details,
+        };
+    }
+    Verdict::RowError {
+        http_status: status,
+        code: String::new(),
+        message: format!("HTTP {status} {}", reason_phrase(status)),
+        details: excerpt(body),
+    }
+}
+
+fn flatten_messages(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(flatten_messages)
+            .collect::<Vec<_>>()
+            .join("; "),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A short, single-line description of an error body of any shape.
+pub fn error_summary(body: &[u8]) -> String {
+    if let Ok(g) = serde_json::from_slice::<GatewayError>(body) {
+        return format!("{} (status {})", g.message, g.status_code);
+    }
+    if let Ok(e) = serde_json::from_slice::<BusinessError>(body)
+        && (e.code.is_some() || e.message.is_some())
+    {
+        return [e.code, e.message]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+    }
+    if body.is_empty() {
+        return "empty body".into();
+    }
+    excerpt(body)
+}
+
+/// The body as text, on one line, bounded.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text
+        .chars()
+        .take(RAW_EXCERPT_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > RAW_EXCERPT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Entity",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Some(Duration::from_secs_f64(secs));
+    }
+    let when = httpdate_parse(value)?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only date
+/// form RFC 9110 requires senders to produce.
+fn httpdate_parse(value: &str) -> Option<SystemTime> {
+    let rest = value.split_once(", ")?.1;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: u64 = day.parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as u64
+        + 1;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day)?;
+    let secs = days.checked_mul(86_400)? + h * 3600 + m * 60 + s;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// algorithm); `None` before the epoch.
+fn days_from_civil(y: i64, m: u64, d: u64) -> Option<u64> {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    u64::try_from(era * 146_097 + doe - 719_468).ok()
+}
+
+/// Exponential backoff with full jitter: a delay drawn uniformly from
+/// `[0, min(cap, base · 2^(attempt-1))]`, `unit` being the draw in `[0, 1)`.
+/// `attempt` counts the attempts already made (1 after the first failure).
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(30);
+    let ceiling = base.saturating_mul(1u32 << exp).min(cap);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000)
+    }
+
+    #[test]
+    fn created_with_units() {
+        let body = br#"{"trackingId":"TRK0000000001","trackedHandlingUnits":[{"spi":"CNI0000000001","reference":"CGMU0000001"}]}"#;
+        let Verdict::Created { tracking_id, units } = classify(201, None, body, now()) else {
+            panic!("not created")
+        };
+        assert_eq!(tracking_id, "TRK0000000001");
+        assert_eq!(units.len(), 1);
+        assert_eq!(units[0].spi.as_deref(), Some("CNI0000000001"));
+    }
+
+    #[test]
+    fn created_with_null_units_has_none() {
+        let body = br#"{"trackingId":"TRK1","trackedHandlingUnits":null}"#;
+        assert_eq!(
+            classify(201, None, body, now()),
+            Verdict::Created {
+                tracking_id: "TRK1".into(),
+                units: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn unreadable_201_is_a_bad_response_with_the_raw_body() {
+        for body in [
+            &b"{\"trackingId\":\"TRK00"[..],
+            b"<html>ok</html>",
+            br#"{"trackedHandlingUnits":[]}"#,
+            br#"{"trackingId":null}"#,
+        ] {
+            match classify(201, None, body, now()) {
+                Verdict::BadResponse {
+                    http_status,
+                    reason,
+                } => {
+                    assert_eq!(http_status, 201);
+                    let shown = String::from_utf8_lossy(body);
+                    assert!(reason.contains(shown.as_ref()), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn business_400_keeps_code_message_and_flattened_sub_errors() {
+        let body = br#"{"status":"BAD_REQUEST","timestamp":"2026-01-01T00:00:00Z","code":"VALIDATION","message":"Invalid request","subErrors":[{"section":"TrackingBatchPost","field":"place","rejectedValue":"TOO LONG PLACE NAME XX","message":"size must be between 0 and 20"},{"section":null,"field":"way","rejectedValue":null,"message":"unknown"}]}"#;
+        let Verdict::RowError {
+            http_status,
+            code,
+            message,
+            details,
+        } = classify(400, None, body, now())
+        else {
+            panic!("not a row error")
+        };
+        assert_eq!(http_status, 400);
+        assert_eq!(code, "VALIDATION");
+        assert_eq!(message, "Invalid request");
+        assert_eq!(
+            details,
+            "place: size must be between 0 and 20 (rejected \"TOO LONG PLACE NAME XX\") | way: unknown"
+        );
+    }
+
+    #[test]
+    fn problem_details_400_is_understood() {
+        let body = br#"{"type":"https://tools.ietf.org/html/rfc9110#section-15.5.1","title":"One or more validation errors occurred.","status":400,"errors":{"place":["The field place must be a string with a maximum length of 20."]}}"#;
+        let Verdict::RowError {
+            message, details, ..
+        } = classify(400, None, body, now())
+        else {
+            panic!("not a row error")
+        };
+        assert_eq!(message, "One or more validation errors occurred.");
+        assert!(details.starts_with("place: The field place"), "{details}");
+    }
+
+    #[test]
+    fn gateway_401_blames_the_subscription_key() {
+        let body = br#"{"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."}"#;
+        assert!(matches!(
+            classify(401, None, body, now()),
+            Verdict::Unauthorized {
+                culprit: Credential::SubscriptionKey,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn jwt_and_service_401_blame_the_token() {
+        let gateway =
+            br#"{"statusCode":401,"message":"Unauthorized. Access token is missing or invalid."}"#;
+        let service =
+            br#"{"status":"UNAUTHORIZED","code":"INVALID_TOKEN","message":"Token expired"}"#;
+        for body in [&gateway[..], &service[..]] {
+            assert!(matches!(
+                classify(401, None, body, now()),
+                Verdict::Unauthorized {
+                    culprit: Credential::AccessToken,
+                    ..
+                }
+            ));
+        }
+    }
+
+    #[test]
+    fn transient_statuses_are_retried_and_429_is_throttling() {
+        for status in [408, 429, 500, 502, 503, 504] {
+            match classify(status, Some("7"), b"<html>busy</html>", now()) {
+                Verdict::Retry {
+                    http_status,
+                    retry_after,
+                    throttled,
+                    ..
+                } => {
+                    assert_eq!(http_status, Some(status));
+                    assert_eq!(retry_after, Some(Duration::from_secs(7)));
+                    assert_eq!(throttled, status == 429);
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_endpoint_and_quota_are_fatal() {
+        for status in [403, 404, 405, 501, 301] {
+            assert!(
+                matches!(classify(status, None, b"", now()), Verdict::Fatal { .. }),
+                "{status}"
+            );
+        }
+        let quota = br#"{"statusCode":403,"message":"Out of call volume quota. Quota will be replenished in 5.03:23:11."}"#;
+        let Verdict::Fatal { message, .. } = classify(403, Some("3600"), quota, now()) else {
+            panic!()
+        };
+        assert!(message.contains("replenished in 5.03:23:11"), "{message}");
+    }
+
+    #[test]
+    fn other_4xx_are_row_errors_with_an_excerpt() {
+        let Verdict::RowError {
+            http_status,
+            details,
+            ..
+        } = classify(422, None, b"nope", now())
+        else {
+            panic!()
+        };
+        assert_eq!(http_status, 422);
+        assert_eq!(details, "nope");
+    }
+
+    #[test]
+    fn retry_after_as_seconds_or_http_date() {
+        assert_eq!(
+            parse_retry_after("120", now()),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after(" 1.5 ", now()),
+            Some(Duration::from_millis(1500))
+        );
+        // 1_764_000_000 is 2025-11-24T16:00:00Z.
+        assert_eq!(
+            parse_retry_after("Mon, 24 Nov 2025 16:00:30 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after("Mon, 24 Nov 2025 15:00:00 GMT", now()),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now()), None);
+        assert_eq!(parse_retry_after("-3", now()), None);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        assert_eq!(backoff(1, base, cap, 1.0), Duration::from_millis(100));
+        assert_eq!(backoff(2, base, cap, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff(4, base, cap, 1.0), Duration::from_millis(800));
+        assert_eq!(backoff(20, base, cap, 1.0), cap);
+        assert_eq!(backoff(200, base, cap, 1.0), cap);
+        assert_eq!(backoff(3, base, cap, 0.5), Duration::from_millis(200));
+        assert_eq!(backoff(3, base, cap, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn excerpt_is_bounded_and_single_line() {
+        let body = format!("line1\nline2{}", "x".repeat(5000));
+        let e = excerpt(body.as_bytes());
+        assert!(!e.contains('\n'));
+        assert_eq!(e.chars().count(), RAW_EXCERPT_CHARS + 1);
+    }
+}
