@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Track the handling units of many documents at once with SOGET's
 /// "API Tracking Code In Mass".
 #[derive(Debug, Parser)]
-#[command(name = "trackmass", version, about, long_about = None)]
+#[command(name = "trackmass", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -131,6 +131,11 @@ pub struct FileArgs {
     /// Failures CSV: rows rejected locally or refused by the API.
     #[arg(long, default_value = "failures.csv", value_name = "PATH")]
     pub failures: PathBuf,
+
+    /// Also write the run's summary as JSON here (counts, duration, exit
+    /// status), including when the run stops early.
+    #[arg(long, value_name = "PATH")]
+    pub summary: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

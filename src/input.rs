@@ -437,10 +437,130 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
+/// Line numbers as an editor shows them.
+///
+/// The csv crate's own line count is off after CRLF line ends and skipped
+/// blank lines, and it does not know lone CR line ends; so this wrapper
+/// watches the bytes the parser reads and maps a record's starting byte
+/// offset to the line its content starts on. It keeps only the lines read
+/// ahead of the parser (a buffer's worth), so memory stays flat.
+mod lines {
+    use std::collections::VecDeque;
+    use std::io::{self, Read};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone, Copy)]
+    struct Line {
+        start: u64,
+        empty: bool,
+    }
+
+    #[derive(Debug)]
+    pub struct Index {
+        /// Lines not yet passed by a query; the last one is still open.
+        lines: VecDeque<Line>,
+        /// Number of `lines.front()`.
+        front_number: u64,
+        offset: u64,
+        pending_cr: bool,
+    }
+
+    impl Index {
+        pub fn new() -> Index {
+            Index {
+                lines: VecDeque::from([Line {
+                    start: 0,
+                    empty: true,
+                }]),
+                front_number: 1,
+                offset: 0,
+                pending_cr: false,
+            }
+        }
+
+        pub fn observe(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                let at = self.offset;
+                self.offset += 1;
+                if self.pending_cr {
+                    self.pending_cr = false;
+                    if b == b'\n' {
+                        // CRLF: the new line starts after the LF.
+                        if let Some(last) = self.lines.back_mut() {
+                            last.start = at + 1;
+                        }
+                        continue;
+                    }
+                }
+                match b {
+                    b'\r' => {
+                        self.pending_cr = true;
+                        self.lines.push_back(Line {
+                            start: at + 1,
+                            empty: true,
+                        });
+                    }
+                    b'\n' => self.lines.push_back(Line {
+                        start: at + 1,
+                        empty: true,
+                    }),
+                    _ => {
+                        if let Some(last) = self.lines.back_mut() {
+                            last.empty = false;
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Line of the first content at or after byte `offset` (offsets
+        /// only grow from one call to the next).
+        pub fn line_at(&mut self, offset: u64) -> u64 {
+            while self.lines.len() > 1 && self.lines.front().is_some_and(|l| l.start < offset) {
+                self.lines.pop_front();
+                self.front_number += 1;
+            }
+            let skipped = self.lines.iter().take_while(|l| l.empty).count();
+            let skipped = skipped.min(self.lines.len().saturating_sub(1));
+            self.front_number + skipped as u64
+        }
+    }
+
+    /// A reader that reports what it reads to an [`Index`].
+    pub struct Tracking<R> {
+        inner: R,
+        index: Arc<Mutex<Index>>,
+    }
+
+    impl<R: Read> Tracking<R> {
+        pub fn new(inner: R) -> (Tracking<R>, Arc<Mutex<Index>>) {
+            let index = Arc::new(Mutex::new(Index::new()));
+            (
+                Tracking {
+                    inner,
+                    index: index.clone(),
+                },
+                index,
+            )
+        }
+    }
+
+    impl<R: Read> Read for Tracking<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            if let Ok(mut index) = self.index.lock() {
+                index.observe(&buf[..n]);
+            }
+            Ok(n)
+        }
+    }
+}
+
 /// A CSV input opened, its header read and its columns found.
 pub struct InputReader {
     path: PathBuf,
     reader: csv::Reader<Box<dyn Read + Send>>,
+    lines: std::sync::Arc<std::sync::Mutex<lines::Index>>,
     columns: Columns,
     delimiter: u8,
     header_line: u64,
@@ -492,8 +612,9 @@ impl InputReader {
             Some(d) => d,
             None => detect_delimiter(&head[start..]),
         };
-        let rest: Box<dyn Read + Send> =
-            Box::new(io::Cursor::new(head[start..].to_vec()).chain(file));
+        let (tracking, line_index) =
+            lines::Tracking::new(io::Cursor::new(head[start..].to_vec()).chain(file));
+        let rest: Box<dyn Read + Send> = Box::new(tracking);
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(delimiter)
             .has_headers(false)
@@ -517,7 +638,7 @@ impl InputReader {
             if is_blank(&record) {
                 continue;
             }
-            let line = record.position().map_or(1, |p| p.line());
+            let line = line_of(&line_index, &record);
             let header = record
                 .iter()
                 .map(|b| {
@@ -538,6 +659,7 @@ impl InputReader {
         Ok(InputReader {
             path: path.to_path_buf(),
             reader,
+            lines: line_index,
             columns,
             delimiter,
             header_line,
@@ -571,7 +693,7 @@ impl InputReader {
             if is_blank(&record) {
                 continue;
             }
-            let line = record.position().map_or(0, |p| p.line());
+            let line = line_of(&self.lines, &record);
             chunk.push(Record {
                 line,
                 fields: record.clone(),
@@ -581,8 +703,13 @@ impl InputReader {
     }
 }
 
+fn line_of(index: &std::sync::Mutex<lines::Index>, record: &csv::ByteRecord) -> u64 {
+    let offset = record.position().map_or(0, |p| p.byte());
+    index.lock().map_or(0, |mut i| i.line_at(offset))
+}
+
 fn csv_error(path: &Path, error: &csv::Error) -> anyhow::Error {
-    let line = error.position().map(|p| p.line());
+    let line = None;
     let message = match error.kind() {
         csv::ErrorKind::Io(e) => format!("cannot read the input file: {e}"),
         _ => format!("unreadable CSV: {error}"),
@@ -845,6 +972,58 @@ mod tests {
             panic!("invalid UTF-8 accepted")
         };
         assert!(r.message().contains("not valid UTF-8"), "{}", r.message());
+    }
+
+    fn lines_of(text: &[u8]) -> Vec<(String, u64)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, text).unwrap();
+        let mut reader = InputReader::open(&path, &ReadOptions::default()).unwrap();
+        let mut out = vec![(String::from("header"), reader.header_line())];
+        loop {
+            let chunk = reader.next_chunk(1000).unwrap();
+            if chunk.is_empty() {
+                return out;
+            }
+            for r in chunk {
+                out.push((String::from_utf8_lossy(&r.fields[0]).into_owned(), r.line));
+            }
+        }
+    }
+
+    #[test]
+    fn line_numbers_are_the_editors_whatever_the_line_ends() {
+        for text in [
+            &b"documentReference\n\nA\nB\n\n\"C\nc\"\nD\n"[..],
+            b"documentReference\r\n\r\nA\r\nB\r\n\r\n\"C\r\nc\"\r\nD\r\n",
+            b"documentReference\r\rA\rB\r\r\"C\rc\"\rD\r",
+            b"\xEF\xBB\xBFdocumentReference\n\nA\nB\n\n\"C\nc\"\nD",
+        ] {
+            let got: Vec<u64> = lines_of(text).iter().map(|(_, l)| *l).collect();
+            assert_eq!(got, [1, 3, 4, 6, 8], "{:?}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn leading_blank_lines_move_the_header() {
+        let got = lines_of(b"\n\n  \ndocumentReference\nA\n");
+        assert_eq!(got, [("header".to_string(), 4), ("A".to_string(), 5)]);
+    }
+
+    #[test]
+    fn line_numbers_hold_past_the_read_buffer() {
+        let mut text = String::from("documentReference\r\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("REF{i}\r\n"));
+            if i % 7 == 0 {
+                text.push_str("\r\n");
+            }
+        }
+        let got = lines_of(text.as_bytes());
+        let (last_ref, last_line) = got.last().unwrap().clone();
+        assert_eq!(last_ref, "REF19999");
+        // 20,000 rows, 2,858 blank lines (i = 0, 7, …, 19999), and the header.
+        assert_eq!(last_line, 1 + 20_000 + 2_857);
     }
 
     #[test]

@@ -99,6 +99,21 @@ fn atomic_csv(
     path: &Path,
     fill: impl FnOnce(&mut csv::Writer<BufWriter<File>>) -> Result<()>,
 ) -> Result<()> {
+    atomic_write(path, |file| {
+        let mut writer = csv::WriterBuilder::new().from_writer(BufWriter::new(file.try_clone()?));
+        fill(&mut writer)?;
+        writer
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
+        Ok(())
+    })
+}
+
+/// Creates a private temporary sibling of `path`, lets `fill` write it,
+/// syncs it and renames it over `path`; removes it on any error.
+fn atomic_write(path: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -119,16 +134,9 @@ fn atomic_csv(
         .unwrap_or_else(|| "output".into());
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> Result<()> {
-        let file = create_private(&temp)
+        let mut file = create_private(&temp)
             .with_context(|| format!("{}: cannot write here", path.display()))?;
-        let mut writer = csv::WriterBuilder::new().from_writer(BufWriter::new(file));
-        fill(&mut writer)?;
-        let buffered = writer
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
-        let file = buffered
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
+        fill(&mut file).with_context(|| format!("{}: cannot write", path.display()))?;
         file.sync_all()
             .with_context(|| format!("{}: cannot write", path.display()))?;
         std::fs::rename(&temp, path)
@@ -139,6 +147,15 @@ fn atomic_csv(
         let _ = std::fs::remove_file(&temp);
     }
     result
+}
+
+/// Writes `bytes` to `path` atomically (temporary sibling, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write(path, |file| {
+        use std::io::Write;
+        file.write_all(bytes)?;
+        Ok(())
+    })
 }
 
 fn create_private(path: &Path) -> std::io::Result<File> {

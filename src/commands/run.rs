@@ -62,35 +62,27 @@ pub struct Summary {
 impl Summary {
     /// The one-line summary printed at the end.
     pub fn line(&self) -> String {
-        let mut parts = vec![format!(
-            "{} tracked ({} handling units)",
-            self.tracked, self.handling_units
-        )];
+        let mut tracked = format!("{} tracked", self.tracked);
         if self.load.already_tracked > 0 {
-            parts.push(format!(
-                "{} of them already before",
-                self.load.already_tracked
-            ));
+            tracked.push_str(&format!(" ({} before this run)", self.load.already_tracked));
         }
-        if self.load.rejected > 0 {
-            parts.push(format!("{} rejected", self.load.rejected));
-        }
-        if self.failed > 0 {
-            parts.push(format!("{} failed", self.failed));
-        }
-        if self.load.duplicates > 0 {
-            parts.push(format!("{} duplicate rows", self.load.duplicates));
-        }
-        if self.pending > 0 {
-            parts.push(format!("{} pending", self.pending));
-        }
+        let mut parts = vec![tracked, format!("{} handling units", self.handling_units)];
+        let mut count = |n: u64, what: &str| {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        };
+        count(self.load.rejected, "rejected");
+        count(self.failed, "failed");
+        count(self.load.duplicates, "duplicate rows");
+        count(self.pending, "pending");
         let rate = if self.elapsed_seconds > 0.0 {
             self.requests as f64 / self.elapsed_seconds
         } else {
             0.0
         };
         let mut line = format!(
-            "{}: {} rows: {}; {} requests in {:.1}s ({:.1}/s)",
+            "{}: {} rows → {}; {} requests in {:.1}s ({:.1}/s)",
             self.input,
             self.load.rows,
             parts.join(", "),
@@ -104,13 +96,13 @@ impl Summary {
                 self.resent_after_interruption
             ));
         }
-        line.push_str(&format!("; wrote {} and {}", self.results, self.failures));
+        line.push_str(&format!(". Wrote {} and {}.", self.results, self.failures));
         match self.outcome {
             Exit::Interrupted => {
-                line.push_str("; interrupted: run the same command again to continue")
+                line.push_str(" Interrupted: run the same command again to continue.")
             }
             Exit::Fatal => {
-                line.push_str("; stopped: fix the error above and run the same command again")
+                line.push_str(" Stopped: fix the error above and run the same command again.")
             }
             _ => {}
         }
@@ -192,6 +184,10 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
     )?;
     if let Some(fatal) = &summary.fatal {
         tracing::error!("{fatal}");
+    }
+    if let Some(path) = &config.summary {
+        let json = serde_json::to_vec_pretty(&summary).context("cannot serialize the summary")?;
+        report::write_atomic(path, &json)?;
     }
     println!("trackmass: {}", summary.line());
     if let Some(sb) = sandbox {

@@ -1,0 +1,277 @@
+//! Test helpers: a sandbox on a loopback port, the real binary in a temp
+//! dir, CSV readers for the result files, bounded polling.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use trackmass::sandbox::{self, Sandbox};
+
+/// Credentials the test sandbox accepts.
+pub const API_KEY: &str = sandbox::API_KEY;
+pub const CLIENT_ID: &str = sandbox::CLIENT_ID;
+pub const CLIENT_SECRET: &str = sandbox::CLIENT_SECRET;
+
+/// A sandbox on 127.0.0.1:0 with its own runtime, stopped when dropped.
+pub struct TestSandbox {
+    runtime: tokio::runtime::Runtime,
+    sandbox: Option<Sandbox>,
+}
+
+impl TestSandbox {
+    pub fn start() -> TestSandbox {
+        TestSandbox::with_config(sandbox::Config::default())
+    }
+
+    pub fn with_config(config: sandbox::Config) -> TestSandbox {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let sandbox = runtime
+            .block_on(sandbox::start(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                config,
+            ))
+            .expect("sandbox starts");
+        TestSandbox {
+            runtime,
+            sandbox: Some(sandbox),
+        }
+    }
+
+    fn sb(&self) -> &Sandbox {
+        self.sandbox.as_ref().expect("running")
+    }
+
+    pub fn base_url(&self) -> String {
+        self.sb().base_url()
+    }
+
+    pub fn token_url(&self) -> String {
+        self.sb().token_url()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.sb().addr(), path)
+    }
+
+    /// The sandbox's ledger.
+    pub fn stats(&self) -> serde_json::Value {
+        let url = self.url("/_sandbox/stats");
+        self.runtime.block_on(async {
+            reqwest::get(&url)
+                .await
+                .expect("stats reachable")
+                .json()
+                .await
+                .expect("stats are JSON")
+        })
+    }
+
+    /// Count of requests with this outcome in the ledger.
+    pub fn outcome(&self, name: &str) -> u64 {
+        self.stats()["requests"][name].as_u64().unwrap_or(0)
+    }
+
+    /// Creations per document reference.
+    pub fn creations(&self) -> BTreeMap<String, u64> {
+        serde_json::from_value(self.stats()["documents"].clone()).expect("documents map")
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+}
+
+impl Drop for TestSandbox {
+    fn drop(&mut self) {
+        if let Some(sb) = self.sandbox.take() {
+            let _ = self.runtime.block_on(sb.shutdown());
+        }
+    }
+}
+
+/// A temporary working directory for one test.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        Workdir {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+    }
+
+    /// `trackmass` with a clean environment, in this directory.
+    pub fn trackmass(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trackmass"));
+        cmd.current_dir(self.dir.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("TRACKMASS_") || key.ends_with("_PROXY") || key.ends_with("_proxy") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// `trackmass run INPUT` pointed at `sandbox` with its credentials.
+    pub fn run_against(&self, sandbox: &TestSandbox, input: &str) -> Command {
+        let mut cmd = self.trackmass();
+        cmd.args(["run", input, "--rate", "2000/s", "--concurrency", "8"])
+            .env("TRACKMASS_BASE_URL", sandbox.base_url())
+            .env("TRACKMASS_TOKEN_URL", sandbox.token_url())
+            .env("TRACKMASS_API_KEY", API_KEY)
+            .env("TRACKMASS_CLIENT_ID", CLIENT_ID)
+            .env("TRACKMASS_CLIENT_SECRET", CLIENT_SECRET);
+        cmd
+    }
+}
+
+/// Runs a command to completion.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("trackmass runs")
+}
+
+/// Exit code, with both streams shown when the assertion fails.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Rows of a CSV file as header → value maps.
+pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut reader =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let headers = reader.headers().expect("header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("record");
+            headers
+                .iter()
+                .zip(r.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Header of a CSV file.
+pub fn csv_header(path: &Path) -> Vec<String> {
+    let mut reader = csv::Reader::from_path(path).expect("csv");
+    reader
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect()
+}
+
+/// Waits until `check` holds, polling every 10 ms, for at most `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills a child process with SIGKILL and reaps it.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `n` distinct, valid document references.
+pub fn references(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:07}")).collect()
+}
+
+/// A CSV with just a documentReference column.
+pub fn reference_csv(refs: &[String]) -> String {
+    let mut s = String::from("documentReference\n");
+    for r in refs {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s
+}
+
+/// Expected `results.csv` lines for `reference`, from the sandbox's own
+/// deterministic catalogue.
+pub fn expected_lines(seed: u64, reference: &str) -> Vec<[String; 4]> {
+    let doc = sandbox::catalogue::document(seed, reference);
+    if doc.units.is_empty() {
+        return vec![[
+            reference.to_string(),
+            doc.tracking_id,
+            String::new(),
+            String::new(),
+        ]];
+    }
+    doc.units
+        .iter()
+        .map(|u| {
+            [
+                reference.to_string(),
+                doc.tracking_id.clone(),
+                u.spi.clone(),
+                u.reference.clone(),
+            ]
+        })
+        .collect()
+}
+
+/// `results.csv` as a list of its four columns.
+pub fn result_lines(path: &Path) -> Vec<[String; 4]> {
+    read_csv(path)
+        .into_iter()
+        .map(|r| {
+            [
+                r["documentReference"].clone(),
+                r["trackingId"].clone(),
+                r["spi"].clone(),
+                r["reference"].clone(),
+            ]
+        })
+        .collect()
+}

@@ -1,0 +1,330 @@
+//! `trackmass run` end to end.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::*;
+
+fn sample_path() -> String {
+    format!("{}/samples/documents.csv", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What the sample generator made invalid on purpose, found with checks
+/// independent of trackmass's own validation.
+fn sample_invalid_lines() -> BTreeSet<u64> {
+    let mut reader = csv::Reader::from_path(sample_path()).unwrap();
+    let mut lines = BTreeSet::new();
+    for record in reader.records() {
+        let r = record.unwrap();
+        let line = r.position().unwrap().line();
+        let bad = r[0].is_empty()
+            || r[1] == *"Inport"
+            || r[2].chars().count() > 20
+            || r[3].chars().count() > 64
+            || r[4].contains("localhost");
+        if bad {
+            lines.insert(line);
+        }
+    }
+    lines
+}
+
+/// Valid sample rows in input order, first occurrence only.
+fn sample_valid_references() -> Vec<String> {
+    let invalid = sample_invalid_lines();
+    let mut reader = csv::Reader::from_path(sample_path()).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut refs = Vec::new();
+    for record in reader.records() {
+        let r = record.unwrap();
+        let line = r.position().unwrap().line();
+        if invalid.contains(&line) || !seen.insert(r.iter().collect::<Vec<_>>().join(",")) {
+            continue;
+        }
+        refs.push(r[0].to_string());
+    }
+    refs
+}
+
+#[test]
+fn sample_file_end_to_end_against_the_sandbox() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let out = output(&mut work.run_against(&sandbox, &sample_path()));
+    assert_exit(&out, 3);
+
+    // Results: every valid row, in input order, with the sandbox's answers.
+    let expected: Vec<[String; 4]> = sample_valid_references()
+        .iter()
+        .flat_map(|r| expected_lines(0, r))
+        .collect();
+    assert_eq!(result_lines(&work.path("results.csv")), expected);
+    assert_eq!(
+        csv_header(&work.path("results.csv")),
+        ["documentReference", "trackingId", "spi", "reference"]
+    );
+
+    // Failures: exactly the invalid rows, by their editor line.
+    let failures = read_csv(&work.path("failures.csv"));
+    let lines: BTreeSet<u64> = failures
+        .iter()
+        .map(|f| f["line"].parse().unwrap())
+        .collect();
+    assert_eq!(lines, sample_invalid_lines());
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["status"] == "rejected" && f["attempts"] == "0")
+    );
+    assert_eq!(
+        csv_header(&work.path("failures.csv")),
+        [
+            "line",
+            "documentReference",
+            "status",
+            "httpStatus",
+            "code",
+            "message",
+            "details",
+            "attempts"
+        ]
+    );
+
+    // The sandbox saw each valid request once and refused none of them.
+    let valid = sample_valid_references().len() as u64;
+    assert_eq!(sandbox.outcome("created"), valid);
+    assert_eq!(sandbox.outcome("invalid"), 0);
+    assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
+    // The summary line says what happened.
+    let summary = stdout(&out);
+    assert!(summary.contains(&format!("{valid} tracked")), "{summary}");
+    assert!(summary.contains("5 rejected"), "{summary}");
+    assert!(summary.contains("1 duplicate"), "{summary}");
+}
+
+#[test]
+fn rerun_on_the_same_state_sends_nothing() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("RR", 40);
+    work.write("in.csv", reference_csv(&refs));
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 0);
+    let first = sandbox.stats();
+    let results_before = work.read("results.csv");
+
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 0);
+    let second = sandbox.stats();
+    assert_eq!(
+        first["requests"], second["requests"],
+        "the rerun sent requests"
+    );
+    assert_eq!(
+        first["tokens_issued"], second["tokens_issued"],
+        "the rerun asked for a token"
+    );
+    assert_eq!(work.read("results.csv"), results_before);
+    assert!(stdout(&out).contains("0 requests"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_killed_run_resumes_and_tracks_every_row_exactly_once() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("KL", 600);
+    work.write("in.csv", reference_csv(&refs));
+
+    let mut cmd = work.run_against(&sandbox, "in.csv");
+    cmd.args(["--rate", "300/s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "150 trackings", || {
+        sandbox.outcome("created") >= 150
+    });
+    kill9(&mut child);
+    let created_at_kill = sandbox.outcome("created");
+    assert!(
+        created_at_kill < 600,
+        "the run finished before it was killed"
+    );
+
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["--summary", "summary.json"]),
+    );
+    assert_exit(&out, 0);
+
+    let expected: Vec<[String; 4]> = refs.iter().flat_map(|r| expected_lines(0, r)).collect();
+    assert_eq!(result_lines(&work.path("results.csv")), expected);
+
+    // At most the rows in flight at the kill (concurrency 8) were sent twice.
+    let creations = sandbox.creations();
+    assert_eq!(creations.len(), 600);
+    let twice = creations.values().filter(|n| **n == 2).count();
+    assert!(creations.values().all(|n| *n <= 2), "{creations:?}");
+    assert!(twice <= 8, "{twice} documents created twice");
+    let summary: serde_json::Value = serde_json::from_str(&work.read("summary.json")).unwrap();
+    let resent = summary["resent_after_interruption"].as_u64().unwrap() as usize;
+    assert!(
+        resent >= twice && resent <= 8,
+        "resent {resent}, twice {twice}: {summary}"
+    );
+    assert_eq!(
+        summary["already_tracked"].as_u64().unwrap() + summary["continued"].as_u64().unwrap(),
+        600
+    );
+    assert_eq!(summary["exit_code"], 0);
+}
+
+#[test]
+fn semicolons_bom_crlf_blank_lines_and_spaces() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    // Excel's "CSV UTF-8" with ';': BOM, CRLF, padded cells, blank lines,
+    // a quoted cell spanning two lines, and a bad row after it.
+    let text = "\u{feff}Document_Reference ; Way ;place;note\r\n\
+                \r\n\
+                 DR-1 ; import ; MTDF ;\r\n\
+                DR-2;Export;;\r\n\
+                \r\n\
+                \"DR-3\";\"Transit\";\"FRLEH\";\"two\r\nlines\"\r\n\
+                DR-4;Sideways;MTDF;\r\n";
+    work.write("excel.csv", text);
+    let out = output(&mut work.run_against(&sandbox, "excel.csv"));
+    assert_exit(&out, 3);
+
+    let tracked: Vec<String> = read_csv(&work.path("results.csv"))
+        .iter()
+        .map(|r| r["documentReference"].clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(tracked, ["DR-1", "DR-2", "DR-3"]);
+    let failures = read_csv(&work.path("failures.csv"));
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    // Line 8 as an editor shows it: the quoted newline counts as a line.
+    assert_eq!(failures[0]["line"], "8");
+    assert_eq!(failures[0]["documentReference"], "DR-4");
+    assert!(failures[0]["message"].contains("Sideways"), "{failures:?}");
+    assert_eq!(sandbox.outcome("invalid"), 0);
+}
+
+#[test]
+fn tabs_and_a_named_column() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("bl.tsv", "id\tBL number\tagent\n1\tBL-A\tx\n2\tBL-B\ty\n");
+    let out = output(
+        work.run_against(&sandbox, "bl.tsv")
+            .args(["--column", "bl number"]),
+    );
+    assert_exit(&out, 0);
+    let refs: Vec<String> = read_csv(&work.path("results.csv"))
+        .iter()
+        .map(|r| r["documentReference"].clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(refs, ["BL-A", "BL-B"]);
+}
+
+#[test]
+fn missing_credentials_are_named_and_nothing_is_written() {
+    let work = Workdir::new();
+    work.write("in.csv", "documentReference\nA\n");
+    let out = output(work.trackmass().args(["run", "in.csv"]));
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    for name in [
+        "TRACKMASS_API_KEY",
+        "TRACKMASS_CLIENT_ID",
+        "TRACKMASS_CLIENT_SECRET",
+        "--sandbox",
+    ] {
+        assert!(err.contains(name), "{name} not in: {err}");
+    }
+    assert!(!work.path("trackmass.db").exists());
+    assert!(!work.path("results.csv").exists());
+}
+
+#[test]
+fn sandbox_flag_runs_the_sample_without_an_account() {
+    let work = Workdir::new();
+    let out =
+        output(
+            work.trackmass()
+                .args(["run", &sample_path(), "--sandbox", "--rate", "1000/s"]),
+        );
+    assert_exit(&out, 3);
+    let valid = sample_valid_references();
+    let expected: Vec<[String; 4]> = valid.iter().flat_map(|r| expected_lines(0, r)).collect();
+    assert_eq!(result_lines(&work.path("results.csv")), expected);
+    assert!(stdout(&out).contains("results.csv"), "{}", stdout(&out));
+}
+
+#[test]
+fn input_problems_name_the_file_and_write_nothing() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    std::fs::create_dir(work.path("adir")).unwrap();
+    work.write("empty.csv", "");
+    work.write("nocol.csv", "reference,way\nA,Import\n");
+    let cases = [
+        ("missing.csv", "missing.csv"),
+        ("adir", "directory"),
+        ("empty.csv", "empty"),
+        ("nocol.csv", "no documentReference column"),
+    ];
+    for (input, expected) in cases {
+        let out = output(&mut work.run_against(&sandbox, input));
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains(input) && err.contains(expected),
+            "{input}: {err}"
+        );
+    }
+    assert!(!work.path("results.csv").exists());
+    assert_eq!(sandbox.outcome("created"), 0);
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let work = Workdir::new();
+    for args in [
+        vec!["run", "x.csv", "--rate", "lots"],
+        vec!["run", "x.csv", "--timeout", "300s"],
+        vec!["run", "x.csv", "--way", "Sideways"],
+        vec!["run", "x.csv", "--base-url", "http://api.example.com/v1"],
+        vec!["frobnicate"],
+    ] {
+        let out = output(work.trackmass().args(&args));
+        assert_exit(&out, 2);
+    }
+}
+
+#[test]
+fn identical_rows_are_sent_once_and_force_resends_tracked_ones() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write(
+        "dups.csv",
+        "documentReference,way\nD1,Import\nD2,Import\nD1,Import\nD1,Export\n",
+    );
+    assert_exit(&output(&mut work.run_against(&sandbox, "dups.csv")), 0);
+    // D1/Import once, D2 once, D1/Export is another request.
+    let creations = sandbox.creations();
+    let expected: HashMap<&str, u64> = [("D1", 2), ("D2", 1)].into();
+    for (reference, n) in expected {
+        assert_eq!(creations[reference], n, "{creations:?}");
+    }
+    assert_exit(
+        &output(work.run_against(&sandbox, "dups.csv").arg("--force")),
+        0,
+    );
+    let creations = sandbox.creations();
+    assert_eq!(creations["D1"], 4, "{creations:?}");
+    assert_eq!(creations["D2"], 2, "{creations:?}");
+}
