@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "WHEN")]
     pub progress: ProgressMode,
+
+    /// Time between two progress log lines (when there is no bar).
+    #[arg(long, default_value = "30s", value_parser = parse_interval, value_name = "DURATION")]
+    pub progress_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -327,6 +331,14 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
         return Err(format!(
             "{s}: the gateway gives up on a request after 240 s, so the timeout must be shorter"
         ));
+    }
+    Ok(d)
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{s}: at least 100ms"));
     }
     Ok(d)
 }

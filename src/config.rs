@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub send_grant_type: bool,
     pub sandbox: bool,
     pub progress: ProgressMode,
+    #[serde(with = "human_duration")]
+    pub progress_interval: Duration,
 }
 
 impl RunConfig {
@@ -121,6 +123,7 @@ impl RunConfig {
             send_grant_type: !args.api.no_grant_type,
             sandbox: args.sandbox,
             progress: args.progress,
+            progress_interval: args.progress_interval,
         })
     }
 

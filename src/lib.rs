@@ -22,8 +22,6 @@ pub mod secret;
 pub mod spec;
 pub mod store;
 
-use std::time::Duration;
-
 use anyhow::Result;
 
 use cli::{Cli, Command};
@@ -39,7 +37,6 @@ pub async fn run(cli: Cli, slot: BarSlot) -> Result<Exit> {
             let ui = commands::run::Ui {
                 quiet: cli.quiet,
                 slot,
-                line_interval: Duration::from_secs(30),
             };
             commands::run::execute(config, ui).await
         }

@@ -328,3 +328,158 @@ fn identical_rows_are_sent_once_and_force_resends_tracked_ones() {
     assert_eq!(creations["D1"], 4, "{creations:?}");
     assert_eq!(creations["D2"], 2, "{creations:?}");
 }
+
+#[test]
+fn progress_lines_count_rows_done_by_an_earlier_run() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("PG", 60);
+    work.write("first.csv", reference_csv(&refs[..20]));
+    work.write("all.csv", reference_csv(&refs));
+    assert_exit(&output(&mut work.run_against(&sandbox, "first.csv")), 0);
+
+    // The second input holds the 20 rows already tracked plus 40 new ones,
+    // sent slowly enough to see several progress lines.
+    let out = output(work.run_against(&sandbox, "all.csv").args([
+        "--rate",
+        "20/s",
+        "--progress-interval",
+        "300ms",
+    ]));
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    let done: Vec<u64> = err
+        .lines()
+        .filter_map(|l| l.split("progress: ").nth(1))
+        .map(|p| {
+            let (done, rest) = p.split_once('/').unwrap();
+            assert!(rest.starts_with("60 done"), "{p}");
+            done.parse().unwrap()
+        })
+        .collect();
+    assert!(done.len() >= 3, "expected progress lines in: {err}");
+    assert!(
+        done.iter().all(|d| *d >= 20),
+        "earlier rows not counted: {done:?}"
+    );
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    assert!(err.contains("ETA"), "{err}");
+}
+
+#[test]
+fn tokens_are_refreshed_before_they_expire() {
+    let sandbox = TestSandbox::with_config(trackmass::sandbox::Config {
+        token_ttl: Duration::from_secs(2),
+        ..Default::default()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("TK", 50)));
+    // 50 rows at 10/s: about 5 s, so the first 2 s token must be replaced.
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["--rate", "10/s"]),
+    );
+    assert_exit(&out, 0);
+    let stats = sandbox.stats();
+    assert!(stats["tokens_issued"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(sandbox.outcome("unauthorized_token"), 0, "{stats}");
+    assert_eq!(sandbox.outcome("created"), 50);
+}
+
+#[test]
+fn a_ready_access_token_is_used_as_is() {
+    let sandbox = TestSandbox::start();
+    let token: serde_json::Value = sandbox.block_on(async {
+        reqwest::Client::new()
+            .post(sandbox.token_url())
+            .form(&[
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("grant_type", "client_credentials"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("AT", 5)));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .env_remove("TRACKMASS_CLIENT_ID")
+            .env_remove("TRACKMASS_CLIENT_SECRET")
+            .env(
+                "TRACKMASS_ACCESS_TOKEN",
+                token["access_token"].as_str().unwrap(),
+            ),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        sandbox.stats()["tokens_issued"],
+        1,
+        "trackmass fetched a token itself"
+    );
+    assert_eq!(sandbox.outcome("created"), 5);
+}
+
+#[test]
+fn a_wrong_subscription_key_stops_the_run_and_a_rerun_completes() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("WK", 200);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .env("TRACKMASS_API_KEY", "not-the-key"),
+    );
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("subscription key (TRACKMASS_API_KEY)"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-key"), "the key leaked: {err}");
+    // A handful of requests at most: the ones already in flight.
+    let refused = sandbox.outcome("unauthorized_key");
+    assert!(
+        (1..=8).contains(&refused),
+        "{refused} requests sent with a bad key"
+    );
+    assert_eq!(sandbox.outcome("created"), 0);
+    assert!(stdout(&out).contains("200 pending"), "{}", stdout(&out));
+
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 0);
+    let expected: Vec<[String; 4]> = refs.iter().flat_map(|r| expected_lines(0, r)).collect();
+    assert_eq!(result_lines(&work.path("results.csv")), expected);
+    assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
+}
+
+#[test]
+fn refused_client_credentials_and_a_wrong_base_url_are_fatal() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("WC", 20)));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .env("TRACKMASS_CLIENT_SECRET", "wrong-secret"),
+    );
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("TRACKMASS_CLIENT_SECRET") && err.contains("401"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret"), "the secret leaked: {err}");
+
+    let out = output(work.run_against(&sandbox, "in.csv").env(
+        "TRACKMASS_BASE_URL",
+        sandbox.url("/api-tracking-code-in-masse/v1"),
+    ));
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("404") && err.contains("--base-url"), "{err}");
+    assert_eq!(sandbox.outcome("created"), 0);
+}

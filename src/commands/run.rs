@@ -34,8 +34,6 @@ const PAGE_ROWS: usize = 512;
 pub struct Ui {
     pub quiet: bool,
     pub slot: BarSlot,
-    /// Interval of progress log lines when there is no bar.
-    pub line_interval: Duration,
 }
 
 /// What a run did, as printed at the end and stored in the state file.
@@ -355,7 +353,7 @@ async fn send_pending(
         .spawn(move || feed(reader, run, tx))
         .context("cannot start the state reader thread")?;
 
-    let display = progress_display(config.progress, ui);
+    let display = progress_display(config.progress, config.progress_interval, ui);
     let progress = Progress::start(display, totals, writer.committed(), ui.slot.clone());
 
     let stop = CancellationToken::new();
@@ -400,16 +398,14 @@ fn feed(reader: Store, run: RunId, tx: mpsc::Sender<PendingItem>) -> Result<()> 
     }
 }
 
-fn progress_display(mode: ProgressMode, ui: &Ui) -> progress::Display {
+fn progress_display(mode: ProgressMode, interval: Duration, ui: &Ui) -> progress::Display {
     let terminal = std::io::stderr().is_terminal();
     match mode {
         ProgressMode::Never => progress::Display::Off,
         ProgressMode::Always => progress::Display::Bar,
         ProgressMode::Auto if ui.quiet => progress::Display::Off,
         ProgressMode::Auto if terminal => progress::Display::Bar,
-        ProgressMode::Auto => progress::Display::Lines {
-            interval: ui.line_interval,
-        },
+        ProgressMode::Auto => progress::Display::Lines { interval },
     }
 }
 

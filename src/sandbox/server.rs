@@ -278,6 +278,24 @@ async fn track(
         return business_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message, None);
     }
 
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json_content {
+        record(&shared, "unsupported_media_type");
+        return business_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Content-Type must be application/json",
+            None,
+        );
+    }
+
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
