@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use trackmass::cli::Cli;
+use trackmass::commands::print_stderr;
 use trackmass::progress::BarSlot;
 
 fn main() -> ExitCode {
@@ -22,14 +23,16 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("trackmass: error: cannot start the async runtime: {e}");
+            print_stderr(&format!(
+                "trackmass: error: cannot start the async runtime: {e}\n"
+            ));
             return ExitCode::from(1);
         }
     };
     match runtime.block_on(trackmass::run(cli, slot)) {
         Ok(exit) => exit.into(),
         Err(e) => {
-            eprintln!("trackmass: error: {e:#}");
+            print_stderr(&format!("trackmass: error: {e:#}\n"));
             ExitCode::from(trackmass::error::exit_code(&e))
         }
     }

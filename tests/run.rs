@@ -483,3 +483,105 @@ fn refused_client_credentials_and_a_wrong_base_url_are_fatal() {
     assert!(err.contains("404") && err.contains("--base-url"), "{err}");
     assert_eq!(sandbox.outcome("created"), 0);
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_with_exit_4_and_a_rerun_completes() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("SI", 300);
+    work.write("in.csv", reference_csv(&refs));
+    let mut cmd = work.run_against(&sandbox, "in.csv");
+    cmd.args(["--rate", "100/s", "--summary", "stopped.json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "40 trackings", || {
+        sandbox.outcome("created") >= 40
+    });
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 4);
+
+    // The files were written and agree with what the sandbox created.
+    let created = sandbox.creations();
+    assert!(created.len() < 300, "the run finished before the signal");
+    let tracked: BTreeSet<String> = read_csv(&work.path("results.csv"))
+        .iter()
+        .map(|r| r["documentReference"].clone())
+        .collect();
+    let created_refs: BTreeSet<String> = created.keys().cloned().collect();
+    assert_eq!(
+        tracked, created_refs,
+        "results.csv differs from what was created"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&work.read("stopped.json")).unwrap();
+    assert_eq!(summary["exit_code"], 4);
+    assert_eq!(
+        summary["pending"].as_u64().unwrap() as usize,
+        300 - created.len()
+    );
+
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 0);
+    let expected: Vec<[String; 4]> = refs.iter().flat_map(|r| expected_lines(0, r)).collect();
+    assert_eq!(result_lines(&work.path("results.csv")), expected);
+    assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
+}
+
+#[test]
+fn progress_always_draws_the_bar() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("PB", 30)));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "40/s",
+        "--progress",
+        "always",
+    ]));
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("/30 done"), "{err}");
+    assert!(err.contains('█') || err.contains('▏'), "no bar in: {err}");
+}
+
+#[test]
+fn the_sandbox_command_serves_on_the_address_it_prints() {
+    use std::io::BufRead;
+    let work = Workdir::new();
+    let mut child = work
+        .trackmass()
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body): (u16, serde_json::Value) = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{base}/soget-connect/v1/openid-connect/token"))
+            .form(&[
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+                ("grant_type", "client_credentials"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    });
+    kill9(&mut child);
+    assert_eq!(status, 200);
+    assert_eq!(body["token_type"], "Bearer");
+}

@@ -187,7 +187,7 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         let json = serde_json::to_vec_pretty(&summary).context("cannot serialize the summary")?;
         report::write_atomic(path, &json)?;
     }
-    println!("trackmass: {}", summary.line());
+    super::print_stdout(&format!("trackmass: {}\n", summary.line()));
     if let Some(sb) = sandbox {
         let _ = sb.shutdown().await;
     }
@@ -427,7 +427,9 @@ async fn watch_signals(stop: CancellationToken, interrupted: CancellationToken) 
                  (press Ctrl-C again to quit at once)"
             );
         } else {
-            eprintln!("trackmass: stopped at once; run the same command again to continue");
+            super::print_stderr(
+                "trackmass: stopped at once; run the same command again to continue\n",
+            );
             std::process::exit(i32::from(Exit::Interrupted.code()));
         }
     }

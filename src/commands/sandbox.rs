@@ -15,16 +15,19 @@ pub async fn execute(args: &SandboxArgs) -> Result<Exit> {
     let sb = sandbox::start(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("trackmass sandbox listening on http://{}", sb.addr());
-    println!("  base URL   {}", sb.base_url());
-    println!("  token URL  {}", sb.token_url());
-    println!(
-        "  credentials: TRACKMASS_API_KEY={} TRACKMASS_CLIENT_ID={} TRACKMASS_CLIENT_SECRET={}",
+    super::print_stdout(&format!(
+        "trackmass sandbox listening on http://{addr}\n  \
+         base URL   {}\n  \
+         token URL  {}\n  \
+         credentials: TRACKMASS_API_KEY={} TRACKMASS_CLIENT_ID={} TRACKMASS_CLIENT_SECRET={}\n  \
+         ledger     http://{addr}/_sandbox/stats\n",
+        sb.base_url(),
+        sb.token_url(),
         sandbox::API_KEY,
         sandbox::CLIENT_ID,
-        sandbox::CLIENT_SECRET
-    );
-    println!("  ledger     http://{}/_sandbox/stats", sb.addr());
+        sandbox::CLIENT_SECRET,
+        addr = sb.addr(),
+    ));
     tokio::select! {
         served = sb.serve_forever() => served.context("the sandbox stopped")?,
         _ = tokio::signal::ctrl_c() => {}

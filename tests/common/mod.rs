@@ -275,3 +275,11 @@ pub fn result_lines(path: &Path) -> Vec<[String; 4]> {
         })
         .collect()
 }
+
+/// Sends a signal (e.g. `libc::SIGINT`) to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    let pid = i32::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) has no memory effects; the pid is our own child.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+}
