@@ -203,7 +203,9 @@ async fn run_loaded(
     started: Instant,
 ) -> Result<Summary> {
     let source = canonical_source(&config.input);
-    let load = load_input(config, store, run, &source)?;
+    // Reading and validating a big file takes seconds: let the runtime move
+    // its other tasks (the in-process sandbox, signals) to another thread.
+    let load = tokio::task::block_in_place(|| load_input(config, store, run, &source))?;
     let recovered = store.recover_in_flight(run)?;
     if recovered > 0 {
         tracing::warn!(
@@ -241,7 +243,9 @@ async fn run_loaded(
     }
 
     let after = store.status_counts(Some(run))?;
-    let written = report::write_reports(store, Some(run), &config.out, &config.failures)?;
+    let written = tokio::task::block_in_place(|| {
+        report::write_reports(store, Some(run), &config.out, &config.failures)
+    })?;
     tracing::debug!(?written, "result files written");
     let failed = after.failures() - after.get(Status::Rejected);
     let still_pending = after.get(Status::Pending);
