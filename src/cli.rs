@@ -48,7 +48,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Serve an emulator of the API on this machine, for rehearsals and tests.
     #[command(after_long_help = SANDBOX_EXAMPLES)]
-    Sandbox(SandboxArgs),
+    Sandbox(Box<SandboxArgs>),
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -233,17 +233,100 @@ pub struct ApiArgs {
 
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
-    /// Address to listen on.
+    /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: SocketAddr,
 
-    /// Seed of the deterministic catalogue (same seed, same answers).
+    /// Seed of the deterministic catalogue and of the fault draws (same
+    /// seed, same answers).
     #[arg(long, default_value = "0", value_name = "N")]
     pub seed: u64,
 
     /// Lifetime of the access tokens it issues.
     #[arg(long, default_value = "300s", value_parser = parse_duration, value_name = "DURATION")]
     pub token_ttl: Duration,
+
+    /// Share of document references the service does not know (answered
+    /// 400 DOCUMENT_NOT_FOUND), as 0.02 or 2%.
+    #[arg(long, default_value = "2%", value_parser = parse_fraction, value_name = "FRACTION")]
+    pub unknown_rate: f64,
+
+    /// The gateway's rate limit per subscription key, N/s or N/min: calls
+    /// beyond it get 429 with Retry-After.
+    #[arg(long, value_parser = parse_whole_rate, value_name = "RATE", help_heading = "Gateway")]
+    pub rate_limit: Option<Rate>,
+
+    /// The gateway's call quota: once N calls are spent, 403 "Out of call
+    /// volume quota" with Retry-After until the period ends.
+    #[arg(long, value_name = "N", help_heading = "Gateway")]
+    pub quota: Option<u64>,
+
+    /// Period of --quota, from the first call.
+    #[arg(long, default_value = "1day", value_parser = parse_duration, value_name = "DURATION", help_heading = "Gateway")]
+    pub quota_period: Duration,
+
+    /// A realistic mix of faults: 20 ms + up to 80 ms latency, 1% 500, 1%
+    /// 502, 2% 503, 1% 504, 1% dropped connections, 0.5% answers that never
+    /// come, 0.5% malformed and 0.5% truncated 201 bodies. The flags below
+    /// override single values.
+    #[arg(long, help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub chaos: bool,
+
+    /// Fixed delay added to every answer.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub latency: Option<Duration>,
+
+    /// Random extra delay, uniform between zero and this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub latency_spread: Option<Duration>,
+
+    /// Share of 500 answers (half of them after the tracking was created).
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_500: Option<f64>,
+
+    /// Share of 502 answers with a proxy's HTML page (nothing created).
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_502: Option<f64>,
+
+    /// Share of 503 answers with Retry-After (nothing created).
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_503: Option<f64>,
+
+    /// Share of 504 answers (half of them after the tracking was created).
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_504: Option<f64>,
+
+    /// Share of connections closed without an answer (half of them after
+    /// the tracking was created).
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_drop: Option<f64>,
+
+    /// Share of answers that never come (for --hang-for, then a 500), to
+    /// exercise client timeouts.
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_hang: Option<f64>,
+
+    /// How long a hanging answer holds.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub hang_for: Option<Duration>,
+
+    /// Share of 201 answers whose body is not valid JSON.
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_malformed: Option<f64>,
+
+    /// Share of 201 answers cut short by a closed connection.
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_truncate: Option<f64>,
+
+    /// POST the spec's webhook payload (one per handling unit) here a little
+    /// after each first creation of a tracking that registered a url. The
+    /// spec's url pattern refuses local addresses; this redirects them.
+    #[arg(long, value_name = "URL", help_heading = "Webhooks (beyond the spec)")]
+    pub deliver_webhooks_to: Option<String>,
+
+    /// Delay between a creation and its webhook calls.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    pub webhook_delay: Duration,
 }
 
 /// A request rate: `count` requests per `period`.
@@ -335,6 +418,29 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A share: `0.02` or `2%`, between 0 and 1.
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let value = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a share; write it like 0.02 or 2%"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{s:?}: a share is between 0 and 1 (0% and 100%)"));
+    }
+    Ok(value)
+}
+
+/// A rate with a whole number of calls, as gateways count them.
+fn parse_whole_rate(s: &str) -> Result<Rate, String> {
+    let rate: Rate = s.parse()?;
+    if rate.count.fract() != 0.0 {
+        return Err(format!("{s:?}: the gateway counts whole calls per period"));
+    }
+    Ok(rate)
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(100) {
@@ -396,6 +502,18 @@ mod tests {
         assert!(parse_timeout("240s").unwrap_err().contains("240"));
         assert!(parse_timeout("0s").is_err());
         assert_eq!(parse_timeout("239s").unwrap(), Duration::from_secs(239));
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_fraction("0.02").unwrap(), 0.02);
+        assert_eq!(parse_fraction("2%").unwrap(), 0.02);
+        assert_eq!(parse_fraction("100%").unwrap(), 1.0);
+        assert!(parse_fraction("101%").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+        assert!(parse_fraction("often").is_err());
+        assert!(parse_whole_rate("2.5/s").is_err());
+        assert!(parse_whole_rate("100/min").is_ok());
     }
 
     #[test]

@@ -30,53 +30,81 @@ fn sample_invalid_lines() -> BTreeSet<u64> {
     lines
 }
 
-/// Valid sample rows in input order, first occurrence only.
-fn sample_valid_references() -> Vec<String> {
+/// Valid sample rows with their lines, in input order, first occurrence only.
+fn sample_valid_rows() -> Vec<(u64, String)> {
     let invalid = sample_invalid_lines();
     let mut reader = csv::Reader::from_path(sample_path()).unwrap();
     let mut seen = BTreeSet::new();
-    let mut refs = Vec::new();
+    let mut rows = Vec::new();
     for record in reader.records() {
         let r = record.unwrap();
         let line = r.position().unwrap().line();
         if invalid.contains(&line) || !seen.insert(r.iter().collect::<Vec<_>>().join(",")) {
             continue;
         }
-        refs.push(r[0].to_string());
+        rows.push((line, r[0].to_string()));
     }
-    refs
+    rows
 }
 
 #[test]
 fn sample_file_end_to_end_against_the_sandbox() {
-    let sandbox = TestSandbox::start();
+    // The sandbox as `--sandbox` runs it: some documents unknown to it.
+    let sandbox = TestSandbox::with_config(trackmass::sandbox::Config::default());
     let work = Workdir::new();
     let out = output(&mut work.run_against(&sandbox, &sample_path()));
     assert_exit(&out, 3);
 
-    // Results: every valid row, in input order, with the sandbox's answers.
-    let expected: Vec<[String; 4]> = sample_valid_references()
-        .iter()
-        .flat_map(|r| expected_lines(0, r))
-        .collect();
-    assert_eq!(result_lines(&work.path("results.csv")), expected);
+    // Results: every valid, known row, in input order, with the sandbox's answers.
+    let valid = sample_valid_rows();
+    let refs: Vec<String> = valid.iter().map(|(_, r)| r.clone()).collect();
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
     assert_eq!(
         csv_header(&work.path("results.csv")),
         ["documentReference", "trackingId", "spi", "reference"]
     );
 
-    // Failures: exactly the invalid rows, by their editor line.
-    let failures = read_csv(&work.path("failures.csv"));
-    let lines: BTreeSet<u64> = failures
+    // Failures: the invalid rows (never sent) and the unknown documents
+    // (refused by the API), each by its editor line.
+    let unknown: BTreeSet<u64> = valid
         .iter()
-        .map(|f| f["line"].parse().unwrap())
+        .filter(|(_, r)| sandbox.expected_lines(r).is_empty())
+        .map(|(line, _)| *line)
         .collect();
-    assert_eq!(lines, sample_invalid_lines());
     assert!(
+        !unknown.is_empty(),
+        "the sample should meet an unknown document"
+    );
+    let failures = read_csv(&work.path("failures.csv"));
+    let lines_with = |status: &str| -> BTreeSet<u64> {
         failures
             .iter()
-            .all(|f| f["status"] == "rejected" && f["attempts"] == "0")
-    );
+            .filter(|f| f["status"] == status)
+            .map(|f| f["line"].parse().unwrap())
+            .collect()
+    };
+    assert_eq!(lines_with("rejected"), sample_invalid_lines());
+    assert_eq!(lines_with("failed"), unknown);
+    assert_eq!(failures.len(), sample_invalid_lines().len() + unknown.len());
+    for f in &failures {
+        match f["status"].as_str() {
+            "rejected" => assert_eq!(
+                (f["httpStatus"].as_str(), f["attempts"].as_str()),
+                ("", "0")
+            ),
+            _ => {
+                assert_eq!(
+                    (f["httpStatus"].as_str(), f["attempts"].as_str()),
+                    ("400", "1")
+                );
+                assert_eq!(f["code"], "DOCUMENT_NOT_FOUND");
+                assert!(f["details"].contains("documentReference"), "{f:?}");
+            }
+        }
+    }
     assert_eq!(
         csv_header(&work.path("failures.csv")),
         [
@@ -91,14 +119,19 @@ fn sample_file_end_to_end_against_the_sandbox() {
         ]
     );
 
-    // The sandbox saw each valid request once and refused none of them.
-    let valid = sample_valid_references().len() as u64;
-    assert_eq!(sandbox.outcome("created"), valid);
+    // The sandbox saw each valid request once and found none invalid.
+    let known = (valid.len() - unknown.len()) as u64;
+    assert_eq!(sandbox.outcome("created"), known);
+    assert_eq!(sandbox.outcome("unknown_document"), unknown.len() as u64);
     assert_eq!(sandbox.outcome("invalid"), 0);
     assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
     // The summary line says what happened.
     let summary = stdout(&out);
-    assert!(summary.contains(&format!("{valid} tracked")), "{summary}");
+    assert!(summary.contains(&format!("{known} tracked")), "{summary}");
+    assert!(
+        summary.contains(&format!("{} failed", unknown.len())),
+        "{summary}"
+    );
     assert!(summary.contains("5 rejected"), "{summary}");
     assert!(summary.contains("1 duplicate"), "{summary}");
 }
@@ -156,7 +189,7 @@ fn a_killed_run_resumes_and_tracks_every_row_exactly_once() {
     );
     assert_exit(&out, 0);
 
-    let expected: Vec<[String; 4]> = refs.iter().flat_map(|r| expected_lines(0, r)).collect();
+    let expected: Vec<[String; 4]> = sandbox.expected_results(&refs);
     assert_eq!(result_lines(&work.path("results.csv")), expected);
 
     // At most the rows in flight at the kill (concurrency 8) were sent twice.
@@ -258,8 +291,12 @@ fn sandbox_flag_runs_the_sample_without_an_account() {
                 .args(["run", &sample_path(), "--sandbox", "--rate", "1000/s"]),
         );
     assert_exit(&out, 3);
-    let valid = sample_valid_references();
-    let expected: Vec<[String; 4]> = valid.iter().flat_map(|r| expected_lines(0, r)).collect();
+    let refs: Vec<String> = sample_valid_rows().into_iter().map(|(_, r)| r).collect();
+    let config = trackmass::sandbox::Config::default();
+    let expected: Vec<[String; 4]> = refs
+        .iter()
+        .flat_map(|r| expected_lines_for(&config, r))
+        .collect();
     assert_eq!(result_lines(&work.path("results.csv")), expected);
     assert!(stdout(&out).contains("results.csv"), "{}", stdout(&out));
 }
@@ -370,6 +407,7 @@ fn progress_lines_count_rows_done_by_an_earlier_run() {
 fn tokens_are_refreshed_before_they_expire() {
     let sandbox = TestSandbox::with_config(trackmass::sandbox::Config {
         token_ttl: Duration::from_secs(2),
+        unknown_rate: 0.0,
         ..Default::default()
     });
     let work = Workdir::new();
@@ -452,7 +490,7 @@ fn a_wrong_subscription_key_stops_the_run_and_a_rerun_completes() {
 
     let out = output(&mut work.run_against(&sandbox, "in.csv"));
     assert_exit(&out, 0);
-    let expected: Vec<[String; 4]> = refs.iter().flat_map(|r| expected_lines(0, r)).collect();
+    let expected: Vec<[String; 4]> = sandbox.expected_results(&refs);
     assert_eq!(result_lines(&work.path("results.csv")), expected);
     assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
 }
@@ -523,7 +561,7 @@ fn ctrl_c_stops_cleanly_with_exit_4_and_a_rerun_completes() {
 
     let out = output(&mut work.run_against(&sandbox, "in.csv"));
     assert_exit(&out, 0);
-    let expected: Vec<[String; 4]> = refs.iter().flat_map(|r| expected_lines(0, r)).collect();
+    let expected: Vec<[String; 4]> = sandbox.expected_results(&refs);
     assert_eq!(result_lines(&work.path("results.csv")), expected);
     assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
 }

@@ -5,13 +5,10 @@ use anyhow::{Context, Result};
 use crate::cli::SandboxArgs;
 use crate::error::Exit;
 use crate::sandbox;
+use crate::sandbox::{Faults, Quota, RateLimit, Webhooks};
 
 pub async fn execute(args: &SandboxArgs) -> Result<Exit> {
-    let config = sandbox::Config {
-        seed: args.seed,
-        token_ttl: args.token_ttl,
-        ..sandbox::Config::default()
-    };
+    let config = config_from(args);
     let sb = sandbox::start(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -33,4 +30,97 @@ pub async fn execute(args: &SandboxArgs) -> Result<Exit> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(Exit::Success)
+}
+
+/// The sandbox's configuration from its flags: `--chaos` first, then each
+/// explicit fault flag over it.
+pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
+    let base = if args.chaos {
+        Faults::chaos()
+    } else {
+        Faults::default()
+    };
+    let faults = Faults {
+        latency: args.latency.unwrap_or(base.latency),
+        latency_spread: args.latency_spread.unwrap_or(base.latency_spread),
+        status_500: args.fault_500.unwrap_or(base.status_500),
+        status_502: args.fault_502.unwrap_or(base.status_502),
+        status_503: args.fault_503.unwrap_or(base.status_503),
+        status_504: args.fault_504.unwrap_or(base.status_504),
+        drop: args.fault_drop.unwrap_or(base.drop),
+        hang: args.fault_hang.unwrap_or(base.hang),
+        hang_for: args.hang_for.unwrap_or(base.hang_for),
+        malformed: args.fault_malformed.unwrap_or(base.malformed),
+        truncate: args.fault_truncate.unwrap_or(base.truncate),
+    };
+    sandbox::Config {
+        seed: args.seed,
+        token_ttl: args.token_ttl,
+        unknown_rate: args.unknown_rate,
+        rate_limit: args.rate_limit.map(|r| RateLimit {
+            calls: r.count as u32,
+            period: r.period,
+        }),
+        quota: args.quota.map(|calls| Quota {
+            calls,
+            period: args.quota_period,
+        }),
+        faults,
+        webhooks: args.deliver_webhooks_to.clone().map(|target| Webhooks {
+            target,
+            delay: args.webhook_delay,
+        }),
+        ..sandbox::Config::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> sandbox::Config {
+        let mut full = vec!["trackmass", "sandbox"];
+        full.extend_from_slice(args);
+        let Command::Sandbox(a) = Cli::try_parse_from(full).unwrap().command else {
+            panic!("not sandbox")
+        };
+        config_from(&a)
+    }
+
+    #[test]
+    fn chaos_is_a_preset_that_flags_override() {
+        let c = config(&["--chaos", "--fault-503", "0", "--latency", "5ms"]);
+        assert_eq!(c.faults.status_503, 0.0);
+        assert_eq!(c.faults.latency, std::time::Duration::from_millis(5));
+        assert_eq!(c.faults.status_500, Faults::chaos().status_500);
+        assert_eq!(config(&[]).faults, Faults::default());
+    }
+
+    #[test]
+    fn gateway_limits_from_flags() {
+        let c = config(&[
+            "--rate-limit",
+            "600/min",
+            "--quota",
+            "10",
+            "--quota-period",
+            "1h",
+        ]);
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                calls: 600,
+                period: std::time::Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            c.quota,
+            Some(Quota {
+                calls: 10,
+                period: std::time::Duration::from_secs(3600)
+            })
+        );
+    }
 }

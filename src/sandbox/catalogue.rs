@@ -57,14 +57,32 @@ impl Stream {
         self.next_u64() % n
     }
 
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        unit < p
+        self.unit() < p
     }
 }
 
-/// The document behind `reference` for `seed`.
+/// Salt for the draw deciding whether a document exists.
+const EXISTS_SALT: u64 = 0x6578_6973_7473;
+
+/// Whether the service knows `reference` at all: a fraction
+/// `unknown_rate` of references are unknown to it.
+pub fn is_known(seed: u64, reference: &str, unknown_rate: f64) -> bool {
+    !Stream::new(seed ^ EXISTS_SALT, reference).chance(unknown_rate)
+}
+
+/// The document behind `reference`, if the service knows it.
+pub fn lookup(seed: u64, reference: &str, unknown_rate: f64) -> Option<Document> {
+    is_known(seed, reference, unknown_rate).then(|| document(seed, reference))
+}
+
+/// The document behind `reference` for `seed` (were it known).
 pub fn document(seed: u64, reference: &str) -> Document {
     let mut s = Stream::new(seed, reference);
     let tracking_id = format!("TRK{:010}", s.below(10_000_000_000));
@@ -191,6 +209,30 @@ mod tests {
             "{empty} documents without units"
         );
         assert!(counts.iter().any(|c| *c >= 5));
+    }
+
+    #[test]
+    fn a_share_of_documents_is_unknown() {
+        let unknown = (0..10_000)
+            .filter(|i| lookup(0, &format!("U{i}"), 0.02).is_none())
+            .count();
+        assert!((150..=250).contains(&unknown), "{unknown}");
+        assert!((0..1000).all(|i| lookup(0, &format!("U{i}"), 0.0).is_some()));
+    }
+
+    #[test]
+    fn stable_for_a_seed_over_many_references() {
+        // A property over a seeded sample of references and seeds.
+        let mut rng = Stream::new(1, "property");
+        for _ in 0..500 {
+            let seed = rng.next_u64();
+            let len = 1 + rng.below(30) as usize;
+            let reference: String = (0..len)
+                .map(|_| char::from(b' ' + rng.below(95) as u8))
+                .collect();
+            assert_eq!(lookup(seed, &reference, 0.1), lookup(seed, &reference, 0.1));
+            assert_eq!(document(seed, &reference), document(seed, &reference));
+        }
     }
 
     #[test]

@@ -7,19 +7,29 @@
 //! calls into this module except to start it.
 
 pub mod catalogue;
+pub mod faults;
+pub mod limits;
 mod server;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
 
+pub use faults::Faults;
+pub use limits::{Quota, RateLimit};
 pub use server::validate_body;
 
 /// The sandbox's credentials (not secrets: they only open the sandbox).
 pub const CLIENT_ID: &str = "sandbox-client";
 pub const CLIENT_SECRET: &str = "sandbox-secret";
 pub const API_KEY: &str = "sandbox-key";
+
+/// Share of unknown references by default.
+pub const DEFAULT_UNKNOWN_RATE: f64 = 0.02;
 
 /// How the sandbox behaves.
 #[derive(Debug, Clone)]
@@ -31,6 +41,24 @@ pub struct Config {
     pub client_id: String,
     pub client_secret: String,
     pub api_key: String,
+    /// Share of references the service does not know (400).
+    pub unknown_rate: f64,
+    /// The gateway's per-key rate limit (429 beyond it).
+    pub rate_limit: Option<RateLimit>,
+    /// The gateway's call quota (403 once spent).
+    pub quota: Option<Quota>,
+    pub faults: Faults,
+    /// Where to deliver webhook calls, instead of each request's `url`.
+    pub webhooks: Option<Webhooks>,
+}
+
+/// Webhook delivery (beyond the spec, for trying the lifecycle locally).
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// Every event goes here, whatever `url` the request registered.
+    pub target: String,
+    /// Delay between the creation of a tracking and its event.
+    pub delay: Duration,
 }
 
 impl Default for Config {
@@ -41,6 +69,11 @@ impl Default for Config {
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
             api_key: API_KEY.into(),
+            unknown_rate: DEFAULT_UNKNOWN_RATE,
+            rate_limit: None,
+            quota: None,
+            faults: Faults::default(),
+            webhooks: None,
         }
     }
 }
@@ -98,20 +131,73 @@ impl Drop for Sandbox {
 /// Binds `addr` (port 0 picks a free port) and serves in the background on
 /// the current tokio runtime.
 pub async fn start(addr: SocketAddr, config: Config) -> std::io::Result<Sandbox> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let app = server::router(config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(accept_loop(listener, app, stopped));
     Ok(Sandbox {
         addr,
         stop: Some(stop),
         task: Some(task),
     })
+}
+
+/// Asks the connection serving a request to close without answering.
+#[derive(Clone)]
+pub(crate) struct CloseConnection(Arc<Notify>);
+
+impl CloseConnection {
+    pub(crate) fn close(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Serves connections itself (rather than `axum::serve`) so that a handler
+/// can close its connection without an answer, as a broken proxy does.
+/// Stopping drops every connection at once.
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stopped: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause, go on.
+                        tracing::warn!("sandbox: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                connections.spawn(serve_connection(stream, app.clone()));
+            }
+        }
+    }
+    connections.abort_all();
+    Ok(())
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, app: axum::Router) {
+    use tower::ServiceExt;
+    let close = CloseConnection(Arc::new(Notify::new()));
+    let closer = close.clone();
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(closer.clone());
+            app.clone().oneshot(request)
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::select! {
+        _ = connection => {}
+        // Dropping the connection closes the socket, answer or not.
+        _ = close.0.notified() => {}
+    }
 }

@@ -14,8 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::Config;
 use super::catalogue;
+use super::faults::{self, Fault, Phase};
+use super::limits::{self, QuotaCounter, Window};
+use super::{CloseConnection, Config};
 use crate::spec;
 
 struct Shared {
@@ -23,6 +25,10 @@ struct Shared {
     tokens: Mutex<HashMap<String, Instant>>,
     token_counter: AtomicU64,
     ledger: Mutex<Ledger>,
+    window: Option<Mutex<Window>>,
+    quota: Option<Mutex<QuotaCounter>>,
+    /// Built on first use: building a client loads root certificates.
+    webhook_client: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// What the sandbox has seen, for `GET /_sandbox/stats`.
@@ -33,6 +39,11 @@ struct Ledger {
     tokens_issued: u64,
     /// Creations per document reference.
     created: HashMap<String, u64>,
+    /// Requests per fault key (document reference, or body hash), so that
+    /// the nth request about a document meets the same fault every time.
+    seen: HashMap<String, u64>,
+    webhooks_delivered: u64,
+    webhooks_failed: u64,
 }
 
 impl Ledger {
@@ -45,10 +56,13 @@ type Ctx = State<Arc<Shared>>;
 
 pub fn router(config: Config) -> Router {
     let shared = Arc::new(Shared {
+        window: config.rate_limit.map(|r| Mutex::new(Window::new(r))),
+        quota: config.quota.map(|q| Mutex::new(QuotaCounter::new(q))),
         config,
         tokens: Mutex::new(HashMap::new()),
         token_counter: AtomicU64::new(0),
         ledger: Mutex::new(Ledger::default()),
+        webhook_client: std::sync::OnceLock::new(),
     });
     Router::new()
         .route(spec::TOKEN_PATH, post(token))
@@ -222,13 +236,73 @@ async fn token(State(shared): Ctx, body: Bytes) -> Response {
     r
 }
 
-/// Gateway checks, then the service: token, body, catalogue.
+/// The order of a real call: the gateway (key, rate limit, quota), the
+/// network between gateway and service (latency, proxy faults), the service
+/// (token, body, catalogue), and faults on the way back.
 async fn track(
     State(shared): Ctx,
     Query(query): Query<HashMap<String, String>>,
+    close: Option<axum::Extension<CloseConnection>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(refused) = gateway(&shared, &query, &headers) {
+        return refused;
+    }
+
+    // The fault draw is keyed by the document (or the raw body).
+    let value: Option<Value> = serde_json::from_slice(&body).ok();
+    let key = value
+        .as_ref()
+        .and_then(|v| v.get("documentReference"))
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("body:{:016x}", hash_bytes(&body)), str::to_owned);
+    let nth = match shared.ledger.lock() {
+        Ok(mut l) => {
+            let n = l.seen.entry(key.clone()).or_default();
+            *n += 1;
+            *n
+        }
+        Err(_) => 1,
+    };
+    let draw = faults::draw(&shared.config.faults, shared.config.seed, &key, nth);
+    if !draw.delay.is_zero() {
+        tokio::time::sleep(draw.delay).await;
+    }
+    let fault = draw.fault;
+    if let Some((f, Phase::BeforeService)) = fault {
+        return inject(&shared, f, close.as_ref().map(|c| &c.0), None).await;
+    }
+
+    let (response, created) = match service(&shared, &headers, value, &body) {
+        Answer::Created(created) => (created_response(&created), Some(created)),
+        Answer::Refused(refusal) => (refusal, None),
+    };
+    match (fault, created) {
+        (Some((f, Phase::AfterService)), Some(created)) => {
+            inject(&shared, f, close.as_ref().map(|c| &c.0), Some(&created)).await
+        }
+        (_, Some(created)) => {
+            record(
+                &shared,
+                if created.first {
+                    "created"
+                } else {
+                    "duplicate"
+                },
+            );
+            response
+        }
+        (_, None) => response,
+    }
+}
+
+/// The gateway's checks: subscription key, rate limit, quota.
+fn gateway(
+    shared: &Shared,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Option<Response> {
     let config = &shared.config;
     let key = headers
         .get(spec::SUBSCRIPTION_KEY_HEADER)
@@ -244,7 +318,7 @@ async fn track(
         Some(_) => None,
     };
     if let Some(message) = key_problem {
-        record(&shared, "unauthorized_key");
+        record(shared, "unauthorized_key");
         let mut r = gateway_error(StatusCode::UNAUTHORIZED, message);
         let realm = format!(
             "AzureApiManagementKey realm=\"{}\",name=\"{}\",type=\"header\"",
@@ -254,9 +328,65 @@ async fn track(
         if let Ok(v) = HeaderValue::from_str(&realm) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
-        return r;
+        return Some(r);
     }
+    let now = Instant::now();
+    if let Some(window) = &shared.window
+        && let Ok(mut w) = window.lock()
+        && let Err(wait) = w.admit(now)
+    {
+        record(shared, "rate_limited");
+        let secs = limits::retry_after_secs(wait);
+        let mut r = gateway_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Rate limit is exceeded. Try again in {secs} seconds."),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Some(r);
+    }
+    if let Some(quota) = &shared.quota
+        && let Ok(mut q) = quota.lock()
+        && let Err(wait) = q.take(now)
+    {
+        record(shared, "quota_exceeded");
+        let mut r = gateway_error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "Out of call volume quota. Quota will be replenished in {}.",
+                limits::timespan(wait)
+            ),
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(limits::retry_after_secs(wait)),
+        );
+        return Some(r);
+    }
+    None
+}
 
+/// A tracking the service created (or found again).
+struct Created {
+    reference: String,
+    document: catalogue::Document,
+    /// The first creation of this document (later ones are duplicates).
+    first: bool,
+    /// The webhook URL the request registered, if any.
+    url: Option<String>,
+    way: Option<String>,
+    place: Option<String>,
+}
+
+/// What the service made of a request.
+enum Answer {
+    Created(Created),
+    Refused(Response),
+}
+
+/// The service behind the gateway: token, media type, body, catalogue.
+fn service(shared: &Arc<Shared>, headers: &HeaderMap, value: Option<Value>, body: &[u8]) -> Answer {
+    let config = &shared.config;
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -269,13 +399,18 @@ async fn track(
             .unwrap_or(false)
     });
     if !token_ok {
-        record(&shared, "unauthorized_token");
+        record(shared, "unauthorized_token");
         let message = if bearer.is_none() {
             "Missing bearer token"
         } else {
             "Invalid or expired access token"
         };
-        return business_error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message, None);
+        return Answer::Refused(business_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            message,
+            None,
+        ));
     }
 
     let json_content = headers
@@ -287,61 +422,247 @@ async fn track(
                 .starts_with("application/json")
         });
     if !json_content {
-        record(&shared, "unsupported_media_type");
-        return business_error(
+        record(shared, "unsupported_media_type");
+        return Answer::Refused(business_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
             "Content-Type must be application/json",
             None,
-        );
+        ));
     }
 
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            record(&shared, "invalid");
-            return business_error(
-                StatusCode::BAD_REQUEST,
-                "MALFORMED_REQUEST",
-                &format!("Malformed JSON request: {e}"),
-                None,
-            );
-        }
+    let Some(value) = value else {
+        record(shared, "invalid");
+        let reason = serde_json::from_slice::<Value>(body)
+            .err()
+            .map_or_else(String::new, |e| format!(": {e}"));
+        return Answer::Refused(business_error(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+            &format!("Malformed JSON request{reason}"),
+            None,
+        ));
     };
     let reference = match validate_body(&value) {
         Ok(r) => r,
         Err(sub_errors) => {
-            record(&shared, "invalid");
-            return business_error(
+            record(shared, "invalid");
+            return Answer::Refused(business_error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_REQUEST",
                 "The request is not valid",
                 Some(sub_errors),
-            );
+            ));
         }
     };
-
-    let document = catalogue::document(config.seed, &reference);
+    let Some(document) = catalogue::lookup(config.seed, &reference, config.unknown_rate) else {
+        record(shared, "unknown_document");
+        return Answer::Refused(business_error(
+            StatusCode::BAD_REQUEST,
+            "DOCUMENT_NOT_FOUND",
+            &format!("No announcement document found with reference '{reference}'"),
+            Some(vec![sub_error(
+                "documentReference",
+                Some(&Value::String(reference.clone())),
+                "unknown document reference",
+            )]),
+        ));
+    };
+    // The creation counts in the ledger whatever happens to the answer.
     let first = match shared.ledger.lock() {
         Ok(mut l) => {
             let n = l.created.entry(reference.clone()).or_default();
             *n += 1;
-            let first = *n == 1;
-            l.count(if first { "created" } else { "duplicate" });
-            first
+            *n == 1
         }
         Err(_) => true,
     };
-    tracing::trace!(reference, first, "tracked");
-    let units: Vec<Value> = document
+    let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+    let created = Created {
+        reference,
+        document,
+        first,
+        url: text("url"),
+        way: text("way"),
+        place: text("place"),
+    };
+    if first {
+        schedule_webhooks(shared, &created);
+    }
+    Answer::Created(created)
+}
+
+fn created_body(created: &Created) -> String {
+    let units: Vec<Value> = created
+        .document
         .units
         .iter()
         .map(|u| json!({"spi": u.spi, "reference": u.reference}))
         .collect();
-    json_response(
+    json!({"trackingId": created.document.tracking_id, "trackedHandlingUnits": units}).to_string()
+}
+
+fn created_response(created: &Created) -> Response {
+    (
         StatusCode::CREATED,
-        json!({"trackingId": document.tracking_id, "trackedHandlingUnits": units}),
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        created_body(created),
     )
+        .into_response()
+}
+
+/// Replaces the answer with a fault. `created` is set when the service
+/// already created the tracking.
+async fn inject(
+    shared: &Shared,
+    fault: Fault,
+    close: Option<&CloseConnection>,
+    created: Option<&Created>,
+) -> Response {
+    let config = &shared.config;
+    record(shared, fault.name());
+    match fault {
+        Fault::Status(500) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"statusCode": 500, "message": "Internal server error", "activityId": activity_id(config.seed)}),
+        ),
+        Fault::Status(502) => (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n",
+        )
+            .into_response(),
+        Fault::Status(503) => {
+            let mut r = gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            r
+        }
+        Fault::Status(other) => {
+            let status = StatusCode::from_u16(other).unwrap_or(StatusCode::GATEWAY_TIMEOUT);
+            gateway_error(status, status.canonical_reason().unwrap_or("Gateway Timeout"))
+        }
+        Fault::Drop => {
+            match close {
+                Some(c) => c.close(),
+                None => return gateway_error(StatusCode::BAD_GATEWAY, "connection dropped"),
+            }
+            std::future::pending::<Response>().await
+        }
+        Fault::Hang => {
+            tokio::time::sleep(config.faults.hang_for).await;
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"statusCode": 500, "message": "Internal server error", "activityId": activity_id(config.seed)}),
+            )
+        }
+        Fault::Malformed => {
+            let full = created.map_or_else(|| "{}".to_string(), created_body);
+            let cut = full.len() / 2;
+            (
+                StatusCode::CREATED,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                full.get(..cut).unwrap_or("{").to_string(),
+            )
+                .into_response()
+        }
+        Fault::Truncate => {
+            let full = created.map_or_else(|| "{}".to_string(), created_body);
+            let half = Bytes::from(full.as_bytes()[..full.len() / 2].to_vec());
+            // Send the first half, give it time to leave, then break the
+            // connection: the client sees a 201 whose body never completes.
+            let first = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(half)]);
+            let cut = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Err(std::io::Error::other("connection cut by the sandbox"))
+            });
+            let chunks = futures_util::StreamExt::chain(first, cut);
+            let mut r = Response::new(axum::body::Body::from_stream(chunks));
+            *r.status_mut() = StatusCode::CREATED;
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
+            r
+        }
+    }
+}
+
+fn activity_id(seed: u64) -> String {
+    let mut s = catalogue::Stream::new(seed, &format!("{:?}", Instant::now()));
+    let (a, b) = (s.next_u64(), s.next_u64());
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut s = catalogue::Stream::new(0, &String::from_utf8_lossy(bytes));
+    s.next_u64()
+}
+
+/// Delivers the spec's webhook payload (PascalCase, one call per handling
+/// unit) a little after a first creation, when the request registered a
+/// URL and the sandbox was told where to deliver.
+fn schedule_webhooks(shared: &Arc<Shared>, created: &Created) {
+    let (Some(hooks), Some(_)) = (&shared.config.webhooks, &created.url) else {
+        return;
+    };
+    let target = hooks.target.clone();
+    let delay = hooks.delay;
+    let original = created.url.clone().unwrap_or_default();
+    let payloads: Vec<Value> = created
+        .document
+        .units
+        .iter()
+        .map(|u| {
+            json!({"HandlingUnit": {
+                "Events": [{
+                    "AlertDate": timestamp(),
+                    "AlertType": "Creation",
+                    "Direction": created.way.clone().unwrap_or_else(|| "Import".into()),
+                    "Location": created.place.clone().unwrap_or_else(|| "MTDF".into()),
+                    "State": "Active",
+                    "Type": "DIR",
+                }],
+                "FreightFamily": "Container",
+                "Reference": u.reference,
+                "Spi": u.spi,
+                "ExternalReference": created.reference,
+            }})
+        })
+        .collect();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        for payload in payloads {
+            let client = shared.webhook_client.get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(10))
+                    .no_proxy()
+                    .build()
+                    .unwrap_or_default()
+            });
+            let sent = client
+                .post(&target)
+                .header("X-Sandbox-Registered-Url", original.as_str())
+                .json(&payload)
+                .send()
+                .await;
+            let ok = matches!(&sent, Ok(r) if r.status().is_success());
+            if let Ok(mut l) = shared.ledger.lock() {
+                if ok {
+                    l.webhooks_delivered += 1;
+                } else {
+                    l.webhooks_failed += 1;
+                }
+            }
+        }
+    });
 }
 
 fn sub_error(field: &str, rejected: Option<&Value>, message: &str) -> Value {
@@ -452,6 +773,8 @@ async fn stats(State(shared): Ctx, Query(q): Query<StatsQuery>) -> Response {
         "documents_created": l.created.len(),
         "creations": creations,
         "max_creations_per_document": l.created.values().max().copied().unwrap_or(0),
+        "webhooks_delivered": l.webhooks_delivered,
+        "webhooks_failed": l.webhooks_failed,
     });
     if q.documents.unwrap_or(true) {
         body["documents"] = json!(l.created);

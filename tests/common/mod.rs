@@ -20,11 +20,32 @@ pub const CLIENT_SECRET: &str = sandbox::CLIENT_SECRET;
 pub struct TestSandbox {
     runtime: tokio::runtime::Runtime,
     sandbox: Option<Sandbox>,
+    pub config: sandbox::Config,
+    /// Built once: a reqwest client loads root certificates, which costs
+    /// tens of milliseconds of CPU.
+    client: reqwest::Client,
 }
 
 impl TestSandbox {
+    /// A sandbox that knows every document and injects no fault.
     pub fn start() -> TestSandbox {
-        TestSandbox::with_config(sandbox::Config::default())
+        TestSandbox::with_config(sandbox::Config {
+            unknown_rate: 0.0,
+            ..sandbox::Config::default()
+        })
+    }
+
+    /// Expected `results.csv` lines for `reference` from this sandbox.
+    pub fn expected_lines(&self, reference: &str) -> Vec<[String; 4]> {
+        expected_lines_for(&self.config, reference)
+    }
+
+    /// Expected `results.csv` for these references, in order.
+    pub fn expected_results(&self, references: &[String]) -> Vec<[String; 4]> {
+        references
+            .iter()
+            .flat_map(|r| self.expected_lines(r))
+            .collect()
     }
 
     pub fn with_config(config: sandbox::Config) -> TestSandbox {
@@ -36,12 +57,17 @@ impl TestSandbox {
         let sandbox = runtime
             .block_on(sandbox::start(
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                config,
+                config.clone(),
             ))
             .expect("sandbox starts");
         TestSandbox {
             runtime,
             sandbox: Some(sandbox),
+            config,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
         }
     }
 
@@ -65,7 +91,9 @@ impl TestSandbox {
     pub fn stats(&self) -> serde_json::Value {
         let url = self.url("/_sandbox/stats");
         self.runtime.block_on(async {
-            reqwest::get(&url)
+            self.client
+                .get(&url)
+                .send()
                 .await
                 .expect("stats reachable")
                 .json()
@@ -82,6 +110,11 @@ impl TestSandbox {
     /// Creations per document reference.
     pub fn creations(&self) -> BTreeMap<String, u64> {
         serde_json::from_value(self.stats()["documents"].clone()).expect("documents map")
+    }
+
+    /// A client to reuse (one per sandbox).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -237,9 +270,11 @@ pub fn reference_csv(refs: &[String]) -> String {
 }
 
 /// Expected `results.csv` lines for `reference`, from the sandbox's own
-/// deterministic catalogue.
-pub fn expected_lines(seed: u64, reference: &str) -> Vec<[String; 4]> {
-    let doc = sandbox::catalogue::document(seed, reference);
+/// deterministic catalogue: none for a document it does not know.
+pub fn expected_lines_for(config: &sandbox::Config, reference: &str) -> Vec<[String; 4]> {
+    let Some(doc) = sandbox::catalogue::lookup(config.seed, reference, config.unknown_rate) else {
+        return Vec::new();
+    };
     if doc.units.is_empty() {
         return vec![[
             reference.to_string(),

@@ -1,0 +1,186 @@
+//! The gateway's rate limit and call quota, as pure state machines fed with
+//! the time of each call (so they are tested without waiting).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// `N` calls per period, like APIM's `rate-limit-by-key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub calls: u32,
+    pub period: Duration,
+}
+
+/// A call quota, like APIM's `quota-by-key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub calls: u64,
+    pub period: Duration,
+}
+
+/// A sliding window: at most `calls` in any window of the period, less a
+/// 5% allowance for clock jitter between client and gateway (APIM's own
+/// counting is approximate). A refused call does not count.
+#[derive(Debug)]
+pub struct Window {
+    limit: RateLimit,
+    span: Duration,
+    admitted: VecDeque<Instant>,
+}
+
+impl Window {
+    pub fn new(limit: RateLimit) -> Window {
+        Window {
+            limit,
+            span: limit.period.mul_f64(0.95),
+            admitted: VecDeque::with_capacity(limit.calls as usize),
+        }
+    }
+
+    /// `Ok` if the call at `now` is admitted, else how long until it would be.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        while let Some(&oldest) = self.admitted.front() {
+            if now.saturating_duration_since(oldest) >= self.span {
+                self.admitted.pop_front();
+            } else {
+                break;
+            }
+        }
+        if self.admitted.len() < self.limit.calls as usize {
+            self.admitted.push_back(now);
+            return Ok(());
+        }
+        let oldest = self.admitted.front().copied().unwrap_or(now);
+        Err(self
+            .span
+            .saturating_sub(now.saturating_duration_since(oldest)))
+    }
+}
+
+/// Calls left in the current quota period, which starts with the first call.
+#[derive(Debug)]
+pub struct QuotaCounter {
+    quota: Quota,
+    period_start: Option<Instant>,
+    used: u64,
+}
+
+impl QuotaCounter {
+    pub fn new(quota: Quota) -> QuotaCounter {
+        QuotaCounter {
+            quota,
+            period_start: None,
+            used: 0,
+        }
+    }
+
+    /// `Ok` if the call is within quota, else the time until it replenishes.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let start = *self.period_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= self.quota.period {
+            self.period_start = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.quota.calls {
+            self.used += 1;
+            return Ok(());
+        }
+        let start = self.period_start.unwrap_or(now);
+        Err(self
+            .quota
+            .period
+            .saturating_sub(now.saturating_duration_since(start)))
+    }
+}
+
+/// A duration as .NET's `TimeSpan` prints it: `d.hh:mm:ss`, or `hh:mm:ss`
+/// under a day (the form APIM's quota message uses).
+pub fn timespan(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, sec) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60, s % 60);
+    if days > 0 {
+        format!("{days}.{h:02}:{m:02}:{sec:02}")
+    } else {
+        format!("{h:02}:{m:02}:{sec:02}")
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up, at least 1.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_burst_over_the_limit_is_refused() {
+        let t0 = Instant::now();
+        let mut w = Window::new(RateLimit {
+            calls: 3,
+            period: Duration::from_secs(1),
+        });
+        assert!(w.admit(t0).is_ok());
+        assert!(w.admit(t0 + ms(1)).is_ok());
+        assert!(w.admit(t0 + ms(2)).is_ok());
+        let wait = w.admit(t0 + ms(3)).unwrap_err();
+        assert_eq!(wait, ms(947));
+        // Refused calls do not count: after the span, room again.
+        assert!(w.admit(t0 + ms(950)).is_ok());
+    }
+
+    #[test]
+    fn an_evenly_spaced_client_at_the_limit_is_never_refused() {
+        let t0 = Instant::now();
+        let mut w = Window::new(RateLimit {
+            calls: 50,
+            period: Duration::from_secs(1),
+        });
+        // 20 ms apart, with up to 5 ms of jitter either way.
+        for i in 0..1000u64 {
+            let jitter = (i * 7919) % 11;
+            let at = t0 + ms(i * 20 + jitter);
+            assert!(w.admit(at).is_ok(), "call {i} refused");
+        }
+    }
+
+    #[test]
+    fn quota_runs_out_and_replenishes_after_its_period() {
+        let t0 = Instant::now();
+        let mut q = QuotaCounter::new(Quota {
+            calls: 2,
+            period: Duration::from_secs(60),
+        });
+        assert!(q.take(t0).is_ok());
+        assert!(q.take(t0 + ms(10)).is_ok());
+        assert_eq!(
+            q.take(t0 + Duration::from_secs(20)).unwrap_err(),
+            Duration::from_secs(40)
+        );
+        assert!(q.take(t0 + Duration::from_secs(60)).is_ok());
+    }
+
+    #[test]
+    fn timespans_print_like_dotnet() {
+        assert_eq!(
+            timespan(Duration::from_secs(5 * 86_400 + 3 * 3600 + 23 * 60 + 11)),
+            "5.03:23:11"
+        );
+        assert_eq!(timespan(Duration::from_secs(59)), "00:00:59");
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(ms(1)), 1);
+        assert_eq!(retry_after_secs(ms(1000)), 1);
+        assert_eq!(retry_after_secs(ms(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}
