@@ -19,6 +19,13 @@ struct Answer {
     body: Value,
 }
 
+/// What a raw exchange gave: status, headers and the body (or why it could
+/// not be read), or why no answer came at all.
+type Raw = Result<(u16, reqwest::header::HeaderMap, Result<Vec<u8>, String>), String>;
+
+/// A form for the token endpoint.
+type Form<'a> = &'a [(&'a str, &'a str)];
+
 /// The sandbox's shared client; `timeout` applies per request.
 fn client(sandbox: &TestSandbox) -> &reqwest::Client {
     sandbox.client()
@@ -63,7 +70,7 @@ fn track_with(
     token: Option<&str>,
     body: &Value,
     timeout: Duration,
-) -> Result<(u16, reqwest::header::HeaderMap, Result<Vec<u8>, String>), String> {
+) -> Raw {
     sandbox.block_on(async {
         let mut req = client(sandbox)
             .post(format!("{}/track-document", sandbox.base_url()))
@@ -131,7 +138,7 @@ fn the_token_endpoint_answers_as_keycloak_does() {
     assert!(ok.body["access_token"].as_str().unwrap().len() > 20);
     assert!(ok.body.get("refresh_token").is_none());
 
-    let cases: [(&[(&str, &str)], u16, &str, &str); 5] = [
+    let cases: [(Form, u16, &str, &str); 5] = [
         (
             &[("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)],
             400,
