@@ -430,13 +430,7 @@ fn unknown_documents_duplicates_and_validation() {
 }
 
 /// One request with a single fault at rate 1.
-fn with_fault(
-    faults: Faults,
-    timeout: Duration,
-) -> (
-    TestSandbox,
-    Result<(u16, reqwest::header::HeaderMap, Result<Vec<u8>, String>), String>,
-) {
+fn with_fault(faults: Faults, timeout: Duration) -> (TestSandbox, Raw) {
     let sandbox = TestSandbox::with_config(Config { faults, ..quiet() });
     let t = token(&sandbox);
     let r = track_with(
