@@ -320,8 +320,12 @@ fn gateway(
     if let Some(message) = key_problem {
         record(shared, "unauthorized_key");
         let mut r = gateway_error(StatusCode::UNAUTHORIZED, message);
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
         let realm = format!(
-            "AzureApiManagementKey realm=\"{}\",name=\"{}\",type=\"header\"",
+            "AzureApiManagementKey realm=\"http://{host}{}\",name=\"{}\",type=\"header\"",
             spec::API_BASE_PATH,
             spec::SUBSCRIPTION_KEY_HEADER
         );
