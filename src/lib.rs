@@ -13,6 +13,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod input;
+pub mod lock;
 pub mod logging;
 pub mod progress;
 pub mod report;

@@ -623,3 +623,44 @@ fn the_sandbox_command_serves_on_the_address_it_prints() {
     assert_eq!(status, 200);
     assert_eq!(body["token_type"], "Bearer");
 }
+
+#[test]
+fn a_second_run_on_the_same_state_is_refused_at_once() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("LK", 200)));
+    let mut first = work.run_against(&sandbox, "in.csv");
+    first
+        .args(["--rate", "50/s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = first.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "the first run to send", || {
+        sandbox.outcome("created") >= 5
+    });
+
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("pid {}", child.id())), "{err}");
+    assert!(err.contains("in use"), "{err}");
+    kill9(&mut child);
+
+    // The lock died with its process: the next run goes ahead and finishes.
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 0);
+    assert!(
+        sandbox.stats()["max_creations_per_document"]
+            .as_u64()
+            .unwrap()
+            <= 2
+    );
+    assert_eq!(
+        read_csv(&work.path("results.csv"))
+            .iter()
+            .map(|r| r["documentReference"].clone())
+            .collect::<BTreeSet<_>>()
+            .len(),
+        200
+    );
+}

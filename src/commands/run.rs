@@ -152,6 +152,8 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         credentials,
     )?;
 
+    // One process per state file; held until this function returns.
+    let _lock = crate::lock::acquire(&config.state, "run")?;
     let mut store = Store::open(&config.state)?;
     let config_json =
         serde_json::to_string(&config).context("cannot serialize the configuration")?;
