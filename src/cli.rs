@@ -97,6 +97,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub api: ApiArgs,
 
+    /// Stop sending after this long (e.g. 6h, for a nightly window): requests
+    /// in flight finish, the files are written, exit 4; the next run
+    /// continues.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_duration: Option<Duration>,
+
     /// Start the built-in sandbox on a free loopback port and run against it
     /// with its own credentials (no account needed).
     #[arg(long, help_heading = "API")]
@@ -208,6 +214,12 @@ pub struct DispatchArgs {
     /// Longest retry delay.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub backoff_cap: Duration,
+
+    /// Stop the run (exit 1, unsent rows stay pending) after this many
+    /// failures in a row of the same kind (network errors, timeouts, 5xx,
+    /// 429s) with no success between.
+    #[arg(long, default_value = "30", value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub trip_after: u32,
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +257,11 @@ pub struct SandboxArgs {
     /// Lifetime of the access tokens it issues.
     #[arg(long, default_value = "300s", value_parser = parse_duration, value_name = "DURATION")]
     pub token_ttl: Duration,
+
+    /// Make tokens stop working this long after issue, earlier than their
+    /// expires_in says (as when a session is revoked): clients meet 401s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub token_revoked_after: Option<Duration>,
 
     /// Share of document references the service does not know (answered
     /// 400 DOCUMENT_NOT_FOUND), as 0.02 or 2%.

@@ -26,6 +26,8 @@ pub struct DispatchSettings {
     pub backoff_base: Duration,
     #[serde(with = "human_duration")]
     pub backoff_cap: Duration,
+    /// Failures in a row of one kind that stop the run.
+    pub trip_after: u32,
 }
 
 /// Everything `trackmass run` needs except credentials.
@@ -40,6 +42,8 @@ pub struct RunConfig {
     pub delimiter: Option<char>,
     pub defaults: Defaults,
     pub force: bool,
+    #[serde(with = "human_duration_opt")]
+    pub max_duration: Option<Duration>,
     pub dispatch: DispatchSettings,
     pub base_url: String,
     pub token_url: String,
@@ -109,6 +113,7 @@ impl RunConfig {
             delimiter: args.read.delimiter.map(char::from),
             defaults,
             force: args.force,
+            max_duration: args.max_duration,
             dispatch: DispatchSettings {
                 concurrency: usize::from(d.concurrency),
                 rate: d.rate,
@@ -117,6 +122,7 @@ impl RunConfig {
                 max_attempts: d.max_attempts,
                 backoff_base: d.backoff_base,
                 backoff_cap: d.backoff_cap,
+                trip_after: d.trip_after,
             },
             base_url: args.api.base_url.trim().to_string(),
             token_url: args.api.token_url.trim().to_string(),
@@ -159,6 +165,17 @@ mod human_duration {
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+mod human_duration_opt {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
     }
 }
 

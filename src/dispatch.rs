@@ -10,6 +10,7 @@
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
@@ -18,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Api;
 use crate::config::DispatchSettings;
-use crate::retry::{self, Credential, Verdict};
+use crate::pace::Pace;
+use crate::retry::{self, Breaker, Credential, Verdict};
 use crate::store::{Outcome, PendingItem, Status, Writer};
 
 /// What dispatching did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DispatchReport {
     /// POST requests sent (every attempt counts).
     pub requests: u64,
@@ -30,6 +32,22 @@ pub struct DispatchReport {
     pub resent_after_interruption: u64,
     /// Why dispatch stopped early, if a fatal condition stopped it.
     pub fatal: Option<String>,
+    /// 429 answers met.
+    pub throttled: u64,
+    /// Lowest share of `--rate` the pace went down to after 429s.
+    pub lowest_pace: f64,
+}
+
+impl Default for DispatchReport {
+    fn default() -> DispatchReport {
+        DispatchReport {
+            requests: 0,
+            resent_after_interruption: 0,
+            fatal: None,
+            throttled: 0,
+            lowest_pace: 1.0,
+        }
+    }
 }
 
 /// Builds the limiter: `burst` requests back to back at most, then one per
@@ -50,7 +68,10 @@ struct Ctx {
     stop: CancellationToken,
     requests: AtomicU64,
     resent: AtomicU64,
+    throttled: AtomicU64,
     fatal: Mutex<Option<String>>,
+    pace: Mutex<(Pace, f64)>,
+    breaker: Mutex<Breaker>,
 }
 
 impl Ctx {
@@ -70,6 +91,79 @@ impl Ctx {
             self.fatal("the state file writer stopped; see the error above".into());
         }
     }
+
+    /// Waits for the right to send one request: the adaptive pace (pauses
+    /// after 429s), then the rate limiter. `false` if dispatch stopped.
+    async fn gate(&self) -> bool {
+        loop {
+            let slot = match self.pace.lock() {
+                Ok(mut p) => p.0.reserve(Instant::now()),
+                Err(_) => Instant::now(),
+            };
+            if slot > Instant::now() {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return false,
+                    _ = tokio::time::sleep_until(slot.into()) => {}
+                }
+            }
+            // A 429 may have come in while this request waited.
+            let paused = self
+                .pace
+                .lock()
+                .map(|p| p.0.is_paused(Instant::now()))
+                .unwrap_or(false);
+            if !paused {
+                break;
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => false,
+            _ = self.limiter.until_ready() => true,
+        }
+    }
+
+    /// The API answered something other than a transient failure.
+    fn api_worked(&self) {
+        if let Ok(mut b) = self.breaker.lock() {
+            b.success();
+        }
+        if let Ok(mut p) = self.pace.lock() {
+            p.0.accepted(Instant::now());
+        }
+    }
+
+    /// A transient failure of `kind`; trips the breaker on a long streak.
+    fn api_failed(&self, kind: &str, reason: &str) {
+        let tripped = self
+            .breaker
+            .lock()
+            .map(|mut b| b.failure(kind))
+            .unwrap_or(false);
+        if tripped {
+            let streak = self.settings.trip_after;
+            self.fatal(format!(
+                "the API failed {streak} times in a row ({reason}); stopping: rows not sent \
+                 stay pending, rerun when the API is back"
+            ));
+        }
+    }
+
+    fn throttled(&self, retry_after: Option<std::time::Duration>) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut p) = self.pace.lock() {
+            p.0.throttled(Instant::now(), retry_after);
+            let factor = p.0.factor();
+            if factor < p.1 {
+                p.1 = factor;
+                tracing::warn!(
+                    "429 from the API: pausing all requests, then sending at {:.0}% of --rate",
+                    factor * 100.0
+                );
+            }
+        }
+    }
 }
 
 /// Sends every item received on `items` until the channel ends, a fatal
@@ -85,10 +179,13 @@ pub async fn dispatch(
         api,
         writer,
         limiter: limiter(&settings),
+        pace: Mutex::new((Pace::new(settings.rate.interval(), Instant::now()), 1.0)),
+        breaker: Mutex::new(Breaker::new(settings.trip_after)),
         settings,
         stop: stop.clone(),
         requests: AtomicU64::new(0),
         resent: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
         fatal: Mutex::new(None),
     });
     let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
@@ -110,10 +207,8 @@ pub async fn dispatch(
                 Err(_) => break,
             },
         };
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = ctx.limiter.until_ready() => {}
+        if !ctx.gate().await {
+            break;
         }
         let task_ctx = ctx.clone();
         tasks.spawn(async move {
@@ -134,6 +229,8 @@ pub async fn dispatch(
         requests: ctx.requests.load(Ordering::Relaxed),
         resent_after_interruption: ctx.resent.load(Ordering::Relaxed),
         fatal,
+        throttled: ctx.throttled.load(Ordering::Relaxed),
+        lowest_pace: ctx.pace.lock().map_or(1.0, |p| p.1),
     }
 }
 
@@ -145,27 +242,23 @@ fn reap(done: Result<(), tokio::task::JoinError>, ctx: &Ctx) {
 
 /// Sends one row until it has a final outcome (or dispatch stops).
 async fn send_one(item: PendingItem, ctx: &Ctx) {
-    let mut attempts: u32 = 0;
+    let mut posts: u32 = 0;
+    // Transient failures other than 429s: those count against
+    // --max-attempts. A 429 is the run's pace, not the row's fault.
+    let mut failures: u32 = 0;
     let mut refreshed_token = false;
     loop {
-        if attempts > 0 {
-            // Every new attempt goes through the rate limiter too.
-            tokio::select! {
-                biased;
-                _ = ctx.stop.cancelled() => {
-                    ctx.record(item.id, Outcome::Requeue);
-                    return;
-                }
-                _ = ctx.limiter.until_ready() => {}
-            }
+        if posts > 0 && !ctx.gate().await {
+            ctx.record(item.id, Outcome::Requeue);
+            return;
         }
         if ctx.writer.dispatched(item.id).await.is_err() {
             ctx.fatal("the state file writer stopped; see the error above".into());
             return;
         }
-        attempts += 1;
+        posts += 1;
         ctx.requests.fetch_add(1, Ordering::Relaxed);
-        if attempts == 1 && item.was_in_flight {
+        if posts == 1 && item.was_in_flight {
             ctx.resent.fetch_add(1, Ordering::Relaxed);
         }
         let (verdict, generation) = match ctx.api.track(&item.payload).await {
@@ -176,9 +269,10 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 return;
             }
         };
-        tracing::debug!(line = item.line, attempt = attempts, ?verdict, "answer");
+        tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
         match verdict {
             Verdict::Created { tracking_id, units } => {
+                ctx.api_worked();
                 ctx.record(item.id, Outcome::Tracked { tracking_id, units });
                 return;
             }
@@ -186,6 +280,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 http_status,
                 reason,
             } => {
+                ctx.api_worked();
                 tracing::warn!(line = item.line, "{reason}");
                 ctx.record(
                     item.id,
@@ -199,6 +294,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 message,
                 details,
             } => {
+                ctx.api_worked();
                 ctx.record(
                     item.id,
                     failed(Status::Failed, Some(http_status), &code, message, &details),
@@ -228,23 +324,30 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 http_status,
                 reason,
                 retry_after,
-                ..
+                throttled,
             } => {
-                if attempts >= ctx.settings.max_attempts {
+                ctx.api_failed(&retry::failure_kind(http_status, &reason), &reason);
+                if throttled {
+                    // The pause applies to every request through the gate.
+                    ctx.throttled(retry_after);
+                    continue;
+                }
+                failures += 1;
+                if failures >= ctx.settings.max_attempts {
                     ctx.record(
                         item.id,
                         failed(
                             Status::Exhausted,
                             http_status,
                             "",
-                            format!("gave up after {attempts} attempts; last: {reason}"),
+                            format!("gave up after {failures} attempts; last: {reason}"),
                             "",
                         ),
                     );
                     return;
                 }
                 let backoff = retry::backoff(
-                    attempts,
+                    failures,
                     ctx.settings.backoff_base,
                     ctx.settings.backoff_cap,
                     fastrand::f64(),
@@ -314,6 +417,7 @@ mod tests {
             max_attempts: 3,
             backoff_base: Duration::from_millis(10),
             backoff_cap: Duration::from_millis(100),
+            trip_after: 30,
         }
     }
 

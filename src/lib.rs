@@ -15,6 +15,7 @@ pub mod error;
 pub mod input;
 pub mod lock;
 pub mod logging;
+pub mod pace;
 pub mod progress;
 pub mod report;
 pub mod retry;

@@ -374,9 +374,91 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Durati
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
+/// Trips after `threshold` failures in a row of the same kind, with no
+/// success between: the API is down or refusing everything, and going on
+/// would only burn attempts.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    threshold: u32,
+    kind: Option<String>,
+    streak: u32,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32) -> Breaker {
+        Breaker {
+            threshold: threshold.max(1),
+            kind: None,
+            streak: 0,
+        }
+    }
+
+    /// Records a failure of `kind`; `true` once the streak reaches the
+    /// threshold.
+    pub fn failure(&mut self, kind: &str) -> bool {
+        if self.kind.as_deref() == Some(kind) {
+            self.streak += 1;
+        } else {
+            self.kind = Some(kind.to_string());
+            self.streak = 1;
+        }
+        self.streak >= self.threshold
+    }
+
+    /// Any answer that shows the API working breaks the streak.
+    pub fn success(&mut self) {
+        self.kind = None;
+        self.streak = 0;
+    }
+
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+}
+
+/// The kind of a transient failure, for the breaker: the status, or the
+/// transport failure's first words (`timed out`, `connection failed`).
+pub fn failure_kind(http_status: Option<u16>, reason: &str) -> String {
+    match http_status {
+        Some(s) => format!("HTTP {s}"),
+        None => reason
+            .split(':')
+            .next()
+            .unwrap_or(reason)
+            .trim()
+            .to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_breaker_trips_on_a_streak_of_one_kind_only() {
+        let mut b = Breaker::new(3);
+        assert!(!b.failure("HTTP 503"));
+        assert!(!b.failure("HTTP 503"));
+        assert!(!b.failure("timed out"), "another kind restarts the streak");
+        assert!(!b.failure("timed out"));
+        b.success();
+        assert!(!b.failure("timed out"));
+        assert!(!b.failure("timed out"));
+        assert!(b.failure("timed out"));
+    }
+
+    #[test]
+    fn failure_kinds() {
+        assert_eq!(
+            failure_kind(Some(503), "HTTP 503 Service Unavailable"),
+            "HTTP 503"
+        );
+        assert_eq!(
+            failure_kind(None, "connection failed: Connection refused (os error 111)"),
+            "connection failed"
+        );
+        assert_eq!(failure_kind(None, "timed out"), "timed out");
+    }
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000)

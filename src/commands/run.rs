@@ -49,6 +49,11 @@ pub struct Summary {
     pub pending: u64,
     pub requests: u64,
     pub resent_after_interruption: u64,
+    /// 429 answers met, and the lowest share of --rate the pace fell to.
+    pub throttled: u64,
+    pub lowest_pace_percent: f64,
+    /// Why the run stopped before the end, when it did.
+    pub stopped_by: Option<String>,
     pub elapsed_seconds: f64,
     pub outcome: Exit,
     pub exit_code: u8,
@@ -94,11 +99,18 @@ impl Summary {
                 self.resent_after_interruption
             ));
         }
+        if self.throttled > 0 {
+            line.push_str(&format!(
+                ", {} answered 429 (pace down to {}% of --rate)",
+                self.throttled, self.lowest_pace_percent
+            ));
+        }
         line.push_str(&format!(". Wrote {} and {}.", self.results, self.failures));
         match self.outcome {
-            Exit::Interrupted => {
-                line.push_str(" Interrupted: run the same command again to continue.")
-            }
+            Exit::Interrupted => line.push_str(&format!(
+                " Stopped ({}): run the same command again to continue.",
+                self.stopped_by.as_deref().unwrap_or("interrupted")
+            )),
             Exit::Fatal => {
                 line.push_str(" Stopped: fix the error above and run the same command again.")
             }
@@ -229,7 +241,7 @@ async fn run_loaded(
     };
 
     let mut report = DispatchReport::default();
-    let mut interrupted = false;
+    let mut interrupted: Option<String> = None;
     if pending > 0 {
         tracing::info!(
             "{pending} rows to send at {} with {} in flight (about {})",
@@ -239,7 +251,7 @@ async fn run_loaded(
                 pending as f64 / config.dispatch.rate.per_second()
             ))
         );
-        let (r, i) = send_pending(config, ui, store.path(), run, api, totals).await?;
+        let (r, i) = send_pending(config, ui, store.path(), run, api, totals, started).await?;
         report = r;
         interrupted = i;
     }
@@ -253,7 +265,7 @@ async fn run_loaded(
     let still_pending = after.get(Status::Pending);
     let outcome = if report.fatal.is_some() {
         Exit::Fatal
-    } else if interrupted || still_pending > 0 {
+    } else if interrupted.is_some() || still_pending > 0 {
         Exit::Interrupted
     } else if after.failures() > 0 {
         Exit::RowsFailed
@@ -270,6 +282,9 @@ async fn run_loaded(
         pending: still_pending,
         requests: report.requests,
         resent_after_interruption: report.resent_after_interruption,
+        throttled: report.throttled,
+        lowest_pace_percent: (report.lowest_pace * 100.0).round(),
+        stopped_by: interrupted,
         elapsed_seconds: started.elapsed().as_secs_f64(),
         outcome,
         exit_code: outcome.code(),
@@ -350,7 +365,8 @@ async fn send_pending(
     run: RunId,
     api: Api,
     totals: Totals,
-) -> Result<(DispatchReport, bool)> {
+    started: Instant,
+) -> Result<(DispatchReport, Option<String>)> {
     let writer = Arc::new(Writer::spawn(state)?);
     let (tx, rx) = mpsc::channel::<PendingItem>(PAGE_ROWS * 2);
     let reader = Store::open_read_only(state)?;
@@ -363,8 +379,20 @@ async fn send_pending(
     let progress = Progress::start(display, totals, writer.committed(), ui.slot.clone());
 
     let stop = CancellationToken::new();
-    let interrupted = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(stop.clone(), interrupted.clone()));
+    let stopped_by: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let signals = tokio::spawn(watch_signals(stop.clone(), stopped_by.clone()));
+    let deadline = config.max_duration.map(|limit| {
+        let (stop, stopped_by) = (stop.clone(), stopped_by.clone());
+        let left = limit.saturating_sub(started.elapsed());
+        tokio::spawn(async move {
+            tokio::time::sleep(left).await;
+            set_stop_reason(&stopped_by, "--max-duration");
+            tracing::warn!(
+                "--max-duration reached: stopping; requests in flight finish, then the files are written"
+            );
+            stop.cancel();
+        })
+    });
 
     let report = dispatch::dispatch(
         Arc::new(api),
@@ -375,6 +403,9 @@ async fn send_pending(
     )
     .await;
     signals.abort();
+    if let Some(d) = deadline {
+        d.abort();
+    }
     progress.finish().await;
 
     let feed_result = feeder
@@ -384,7 +415,17 @@ async fn send_pending(
         .ok_or_else(|| anyhow::anyhow!("the state writer is still in use"))?;
     writer.finish()?;
     feed_result?;
-    Ok((report, interrupted.is_cancelled()))
+    let stopped_by = stopped_by.lock().ok().and_then(|s| s.clone());
+    Ok((report, stopped_by))
+}
+
+/// Records the first reason to stop.
+fn set_stop_reason(slot: &std::sync::Mutex<Option<String>>, reason: &str) {
+    if let Ok(mut s) = slot.lock()
+        && s.is_none()
+    {
+        *s = Some(reason.to_string());
+    }
 }
 
 /// Pages through pending rows in id order until the dispatcher hangs up.
@@ -418,7 +459,7 @@ fn progress_display(mode: ProgressMode, interval: Duration, ui: &Ui) -> progress
 /// First Ctrl-C or SIGTERM: stop sending, finish what is in flight, write
 /// the files, exit 4. Second: exit 4 at once (the state stays consistent:
 /// every commit is atomic).
-async fn watch_signals(stop: CancellationToken, interrupted: CancellationToken) {
+async fn watch_signals(stop: CancellationToken, stopped_by: Arc<std::sync::Mutex<Option<String>>>) {
     let mut first = true;
     loop {
         if !next_signal().await {
@@ -426,7 +467,7 @@ async fn watch_signals(stop: CancellationToken, interrupted: CancellationToken) 
         }
         if first {
             first = false;
-            interrupted.cancel();
+            set_stop_reason(&stopped_by, "signal");
             stop.cancel();
             tracing::warn!(
                 "stopping: waiting for requests in flight, then writing the result files \

@@ -56,6 +56,7 @@ pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
     sandbox::Config {
         seed: args.seed,
         token_ttl: args.token_ttl,
+        token_revoked_after: args.token_revoked_after,
         unknown_rate: args.unknown_rate,
         rate_limit: args.rate_limit.map(|r| RateLimit {
             calls: r.count as u32,

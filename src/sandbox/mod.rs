@@ -36,8 +36,11 @@ pub const DEFAULT_UNKNOWN_RATE: f64 = 0.02;
 pub struct Config {
     /// Seed of the deterministic catalogue.
     pub seed: u64,
-    /// Lifetime of issued access tokens.
+    /// Lifetime of issued access tokens, as `expires_in` announces it.
     pub token_ttl: Duration,
+    /// When set, tokens stop working this long after issue, whatever
+    /// `expires_in` said (a key rotated or a session revoked early).
+    pub token_revoked_after: Option<Duration>,
     pub client_id: String,
     pub client_secret: String,
     pub api_key: String,
@@ -66,6 +69,7 @@ impl Default for Config {
         Config {
             seed: 0,
             token_ttl: Duration::from_secs(300),
+            token_revoked_after: None,
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
             api_key: API_KEY.into(),

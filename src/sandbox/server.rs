@@ -216,7 +216,11 @@ async fn token(State(shared): Ctx, body: Bytes) -> Response {
     if let Ok(mut tokens) = shared.tokens.lock() {
         let now = Instant::now();
         tokens.retain(|_, expiry| *expiry > now);
-        tokens.insert(token.clone(), now + config.token_ttl);
+        let lifetime = config
+            .token_revoked_after
+            .unwrap_or(config.token_ttl)
+            .min(config.token_ttl);
+        tokens.insert(token.clone(), now + lifetime);
     }
     if let Ok(mut l) = shared.ledger.lock() {
         l.tokens_issued += 1;

@@ -1,0 +1,174 @@
+//! Adaptive pacing for 429s: the subscription's rate limit is shared by
+//! the whole run, so a 429 pauses every request until its `Retry-After`
+//! has passed and slows the run down; the pace then creeps back towards
+//! `--rate` while the API accepts it (AIMD, as TCP does). Pure: the caller
+//! passes the time.
+
+use std::time::{Duration, Instant};
+
+/// Lowest share of `--rate` the pace goes down to.
+pub const MIN_FACTOR: f64 = 1.0 / 64.0;
+/// Share of `--rate` regained at each step back up.
+pub const RAISE_STEP: f64 = 0.1;
+/// Pause when a 429 says nothing of how long to wait.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct Pace {
+    /// Interval between requests at the full `--rate`.
+    base: Duration,
+    /// Current share of `--rate`, in `[MIN_FACTOR, 1]`.
+    factor: f64,
+    paused_until: Option<Instant>,
+    /// Earliest time of the next request when slowed down.
+    next_slot: Option<Instant>,
+    /// Last change of `factor`.
+    changed_at: Instant,
+}
+
+impl Pace {
+    pub fn new(base: Duration, now: Instant) -> Pace {
+        Pace {
+            base,
+            factor: 1.0,
+            paused_until: None,
+            next_slot: None,
+            changed_at: now,
+        }
+    }
+
+    /// Current share of `--rate`.
+    pub fn factor(&self) -> f64 {
+        self.factor
+    }
+
+    /// Current interval between requests.
+    pub fn interval(&self) -> Duration {
+        self.base.div_f64(self.factor)
+    }
+
+    /// A 429 answered at `now`. Several 429s for requests sent before the
+    /// first one's pause began (the same burst) cut the pace only once.
+    pub fn throttled(&mut self, now: Instant, retry_after: Option<Duration>) {
+        let pause = retry_after
+            .unwrap_or(DEFAULT_PAUSE)
+            .max(Duration::from_millis(100));
+        let in_same_burst = self.paused_until.is_some_and(|until| now < until);
+        if !in_same_burst {
+            self.factor = (self.factor / 2.0).max(MIN_FACTOR);
+            self.changed_at = now + pause;
+        }
+        let until = now + pause;
+        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// An answer that was not a 429: after a quiet spell the pace goes up.
+    pub fn accepted(&mut self, now: Instant) {
+        if self.factor >= 1.0 {
+            return;
+        }
+        let quiet = Duration::from_secs(5).max(self.interval() * 20);
+        if now >= self.changed_at + quiet {
+            self.factor = (self.factor + RAISE_STEP).min(1.0);
+            self.changed_at = now;
+        }
+    }
+
+    /// Whether requests are paused at `now` (without booking anything).
+    pub fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|until| now < until)
+    }
+
+    /// Books the next request: the time it may go (`now` if at once).
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        let mut slot = now;
+        if let Some(until) = self.paused_until {
+            if now < until {
+                slot = until;
+            } else {
+                self.paused_until = None;
+            }
+        }
+        if self.factor < 1.0 {
+            if let Some(next) = self.next_slot {
+                slot = slot.max(next);
+            }
+            self.next_slot = Some(slot + self.interval());
+        } else {
+            self.next_slot = None;
+        }
+        slot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn at_full_rate_it_adds_nothing() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(ms(100), t0);
+        assert_eq!(p.reserve(t0), t0);
+        assert_eq!(
+            p.reserve(t0),
+            t0,
+            "the rate limiter spaces requests at full rate"
+        );
+    }
+
+    #[test]
+    fn a_429_pauses_everyone_and_halves_the_pace() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(ms(100), t0);
+        p.throttled(t0, Some(Duration::from_secs(2)));
+        assert_eq!(p.factor(), 0.5);
+        assert_eq!(p.reserve(t0 + ms(10)), t0 + ms(2000));
+        // Then one request per 200 ms.
+        assert_eq!(p.reserve(t0 + ms(10)), t0 + ms(2200));
+        assert_eq!(p.reserve(t0 + ms(2300)), t0 + ms(2400));
+    }
+
+    #[test]
+    fn a_burst_of_429s_cuts_once() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(ms(100), t0);
+        for i in 0..8 {
+            p.throttled(t0 + ms(i), Some(Duration::from_secs(1)));
+        }
+        assert_eq!(p.factor(), 0.5);
+        // A 429 after the pause is a new signal.
+        p.throttled(t0 + ms(1500), None);
+        assert_eq!(p.factor(), 0.25);
+    }
+
+    #[test]
+    fn it_creeps_back_after_quiet_spells_and_never_above_full() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(ms(10), t0);
+        p.throttled(t0, Some(ms(100)));
+        assert_eq!(p.factor(), 0.5);
+        p.accepted(t0 + ms(200));
+        assert_eq!(p.factor(), 0.5, "too soon");
+        let mut t = t0;
+        for _ in 0..20 {
+            t += Duration::from_secs(6);
+            p.accepted(t);
+        }
+        assert_eq!(p.factor(), 1.0);
+    }
+
+    #[test]
+    fn the_pace_has_a_floor() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(ms(10), t0);
+        for i in 0..20u64 {
+            p.throttled(t0 + Duration::from_secs(i * 10), Some(ms(1)));
+        }
+        assert_eq!(p.factor(), MIN_FACTOR);
+    }
+}

@@ -1,0 +1,358 @@
+//! The job through a bad night: the sandbox's faults, throttling, expiring
+//! tokens, dead endpoints, kills. Nothing lost, nothing doubled beyond what
+//! the in-flight bound allows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use trackmass::sandbox::{Config, Faults, Quota, RateLimit};
+
+use crate::common::*;
+
+fn quiet() -> Config {
+    Config {
+        unknown_rate: 0.0,
+        ..Config::default()
+    }
+}
+
+fn summary(work: &Workdir, name: &str) -> Value {
+    serde_json::from_str(&work.read(name)).unwrap()
+}
+
+/// documentReference → number of lines in results.csv, and the set of
+/// references per failure status.
+fn outcome_sets(work: &Workdir) -> (BTreeMap<String, usize>, BTreeMap<String, BTreeSet<String>>) {
+    let mut tracked = BTreeMap::new();
+    for r in read_csv(&work.path("results.csv")) {
+        *tracked.entry(r["documentReference"].clone()).or_insert(0) += 1;
+    }
+    let mut failed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in read_csv(&work.path("failures.csv")) {
+        failed
+            .entry(f["status"].clone())
+            .or_default()
+            .insert(f["documentReference"].clone());
+    }
+    (tracked, failed)
+}
+
+#[test]
+fn a_chaotic_night_loses_nothing_and_doubles_little() {
+    let sandbox = TestSandbox::with_config(Config {
+        seed: 3,
+        faults: Faults::chaos(),
+        ..quiet()
+    });
+    let work = Workdir::new();
+    let refs = references("CH", 2000);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "1000/s",
+        "--concurrency",
+        "24",
+        "--timeout",
+        "1s",
+        "--backoff-base",
+        "20ms",
+        "--backoff-cap",
+        "300ms",
+        "--max-attempts",
+        "8",
+        "--summary",
+        "s.json",
+    ]));
+    let s = summary(&work, "s.json");
+    let (tracked, failed) = outcome_sets(&work);
+
+    // Every row is accounted for exactly once: tracked, or a 201 whose body
+    // could not be read (the tracking exists; never re-sent).
+    let bad: BTreeSet<String> = failed.get("bad_response").cloned().unwrap_or_default();
+    assert_eq!(
+        failed.keys().collect::<Vec<_>>(),
+        ["bad_response"],
+        "{failed:?}"
+    );
+    assert_eq!(tracked.len() + bad.len(), 2000);
+    assert!(tracked.keys().all(|r| !bad.contains(r)));
+    for r in &refs {
+        if let Some(lines) = tracked.get(r) {
+            assert_eq!(*lines, sandbox.expected_lines(r).len(), "{r}");
+        }
+    }
+    assert_exit(&out, if bad.is_empty() { 0 } else { 3 });
+
+    // Repeated POSTs come only from answers lost after the service created
+    // the tracking (500/504/drop/hang after creation).
+    let stats = sandbox.stats();
+    let creations = sandbox.creations();
+    assert_eq!(creations.len(), 2000, "every document reached the service");
+    let repeated: u64 = creations.values().map(|n| n - 1).sum();
+    let lost_answers: u64 = ["fault_500", "fault_504", "fault_drop", "fault_hang"]
+        .iter()
+        .map(|k| sandbox.outcome(k))
+        .sum();
+    assert!(
+        repeated <= lost_answers,
+        "{repeated} repeats for {lost_answers} lost answers"
+    );
+    println!(
+        "chaos: 2000 rows, {} requests, {} tracked, {} bad_response, {repeated} repeated POSTs, faults {}",
+        s["requests"],
+        tracked.len(),
+        bad.len(),
+        stats["requests"]
+    );
+}
+
+#[test]
+fn tokens_revoked_every_second_fail_no_row() {
+    let sandbox = TestSandbox::with_config(Config {
+        token_revoked_after: Some(Duration::from_secs(1)),
+        ..quiet()
+    });
+    let work = Workdir::new();
+    let refs = references("TR", 80);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["--rate", "25/s"]),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+    let stats = sandbox.stats();
+    assert!(
+        sandbox.outcome("unauthorized_token") >= 1,
+        "no 401 met: {stats}"
+    );
+    assert!(stats["tokens_issued"].as_u64().unwrap() >= 3, "{stats}");
+    assert_eq!(stats["max_creations_per_document"], 1);
+}
+
+#[test]
+fn a_gateway_limit_below_the_rate_gets_few_429s() {
+    let sandbox = TestSandbox::with_config(Config {
+        rate_limit: Some(RateLimit {
+            calls: 20,
+            period: Duration::from_secs(1),
+        }),
+        ..quiet()
+    });
+    let work = Workdir::new();
+    let refs = references("RL", 300);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "60/s",
+        "--summary",
+        "s.json",
+    ]));
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+    let limited = sandbox.outcome("rate_limited");
+    let s = summary(&work, "s.json");
+    assert_eq!(s["throttled"].as_u64().unwrap(), limited);
+    println!(
+        "rate limit 20/s, --rate 60/s: 300 rows, {limited} answers 429, pace down to {}%",
+        s["lowest_pace_percent"]
+    );
+    assert!(limited <= 25, "{limited} answers 429: a storm");
+    assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
+}
+
+#[test]
+fn an_unreachable_api_stops_the_run_with_every_row_pending() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!(
+        "http://{}/api-tracking-code-in-mass/v1",
+        dead.local_addr().unwrap()
+    );
+    drop(dead);
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("UR", 100);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .env("TRACKMASS_BASE_URL", &dead_url)
+            .args(["--backoff-base", "50ms", "--summary", "s.json"]),
+    );
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("failed 30 times in a row") && err.contains("connection failed"),
+        "{err}"
+    );
+    let s = summary(&work, "s.json");
+    assert_eq!(s["pending"], 100);
+    let requests = s["requests"].as_u64().unwrap();
+    assert!(
+        (30..=38).contains(&requests),
+        "{requests} requests to a dead endpoint"
+    );
+
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+}
+
+#[test]
+fn a_spent_quota_stops_the_run_and_says_when_it_replenishes() {
+    let sandbox = TestSandbox::with_config(Config {
+        quota: Some(Quota {
+            calls: 40,
+            period: Duration::from_secs(3 * 3600),
+        }),
+        ..quiet()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("QU", 100)));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["--summary", "s.json"]),
+    );
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("Out of call volume quota. Quota will be replenished in 0"),
+        "{err}"
+    );
+    let s = summary(&work, "s.json");
+    assert_eq!(s["tracked"], 40);
+    assert_eq!(s["pending"], 60);
+    assert!(
+        sandbox.outcome("quota_exceeded") <= 8,
+        "kept sending after a 403"
+    );
+}
+
+#[test]
+fn unreadable_201s_are_recorded_and_never_resent() {
+    let sandbox = TestSandbox::with_config(Config {
+        faults: Faults {
+            malformed: 0.5,
+            truncate: 0.5,
+            ..Faults::default()
+        },
+        ..quiet()
+    });
+    let work = Workdir::new();
+    let refs = references("BR", 30);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 3);
+    let failures = read_csv(&work.path("failures.csv"));
+    assert_eq!(failures.len(), 30);
+    for f in &failures {
+        assert_eq!(f["status"], "bad_response");
+        assert_eq!(f["httpStatus"], "201");
+        assert_eq!(f["attempts"], "1");
+        let m = &f["message"];
+        assert!(
+            m.contains("unreadable body") || m.contains("could not be read"),
+            "{m}"
+        );
+        if m.contains("unreadable body") {
+            assert!(
+                m.contains("{\"trackingId\":\"TRK"),
+                "the raw body is kept: {m}"
+            );
+        }
+    }
+    let before = sandbox.stats()["requests"].clone();
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 3);
+    assert_eq!(
+        sandbox.stats()["requests"],
+        before,
+        "a bad_response row was sent again"
+    );
+}
+
+#[test]
+fn max_duration_stops_cleanly_and_the_next_night_continues() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("MD", 200);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "50/s",
+        "--max-duration",
+        "1s",
+        "--summary",
+        "s.json",
+    ]));
+    assert_exit(&out, 4);
+    let s = summary(&work, "s.json");
+    assert_eq!(s["stopped_by"], "--max-duration");
+    let tracked = s["tracked"].as_u64().unwrap();
+    assert!(tracked > 0 && tracked < 200, "{tracked}");
+    assert_eq!(s["pending"].as_u64().unwrap(), 200 - tracked);
+    assert!(
+        stdout(&out).contains("Stopped (--max-duration)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = output(&mut work.run_against(&sandbox, "in.csv"));
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+    assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
+}
+
+#[test]
+fn killed_ten_times_at_random_moments_then_completed() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("K9", 1200);
+    work.write("in.csv", reference_csv(&refs));
+    let mut rng = fastrand::Rng::with_seed(0x6b696c6c);
+    let kills = 10;
+    for _ in 0..kills {
+        let before = sandbox.stats()["creations"].as_u64().unwrap();
+        let mut cmd = work.run_against(&sandbox, "in.csv");
+        cmd.args(["--rate", "400/s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let more = rng.u64(1..80);
+        wait_for(Duration::from_secs(60), "more creations", || {
+            sandbox.stats()["creations"].as_u64().unwrap() >= before + more
+        });
+        kill9(&mut child);
+    }
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["--summary", "s.json"]),
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+    let creations = sandbox.creations();
+    assert_eq!(creations.len(), 1200);
+    let repeated: u64 = creations.values().map(|n| n - 1).sum();
+    // Each kill can catch at most --concurrency (8) requests in flight.
+    assert!(
+        repeated <= kills * 8,
+        "{repeated} repeated POSTs after {kills} kills"
+    );
+    assert!(creations.values().all(|n| *n <= 1 + kills), "{creations:?}");
+    println!("{kills} kills: 1200 rows, {repeated} repeated POSTs");
+}
