@@ -288,9 +288,9 @@ fn max_duration_stops_cleanly_and_the_next_night_continues() {
     work.write("in.csv", reference_csv(&refs));
     let out = output(work.run_against(&sandbox, "in.csv").args([
         "--rate",
-        "50/s",
+        "20/s",
         "--max-duration",
-        "1s",
+        "2s",
         "--summary",
         "s.json",
     ]));
