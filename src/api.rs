@@ -177,6 +177,16 @@ struct TokenError {
     error_description: Option<String>,
 }
 
+/// The lifetime `expires_in` announces, between a second and a day (300 s
+/// when absent or unreadable).
+pub fn token_lifetime(expires_in: Option<f64>) -> Duration {
+    expires_in
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s.min(86_400.0)).ok())
+        .unwrap_or(Duration::from_secs(300))
+        .clamp(Duration::from_secs(1), Duration::from_secs(86_400))
+}
+
 /// How long before `expires_in` runs out a token is replaced.
 pub fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 5).min(Duration::from_secs(60))
@@ -226,7 +236,10 @@ impl Auth {
         }
         let (token, lifetime) = self.fetch().await?;
         cache.generation += 1;
-        cache.refresh_at = Instant::now() + lifetime.saturating_sub(refresh_margin(lifetime));
+        let now = Instant::now();
+        cache.refresh_at = now
+            .checked_add(lifetime.saturating_sub(refresh_margin(lifetime)))
+            .unwrap_or(now);
         let bearer = Bearer {
             token,
             generation: cache.generation,
@@ -299,10 +312,7 @@ impl Auth {
                         reason: format!("unreadable token response ({e})"),
                     })?;
                 self.fetches.fetch_add(1, Ordering::Relaxed);
-                let lifetime = parsed
-                    .expires_in
-                    .filter(|s| s.is_finite() && *s > 0.0)
-                    .map_or(Duration::from_secs(300), Duration::from_secs_f64);
+                let lifetime = token_lifetime(parsed.expires_in);
                 return Ok((Secret::new(parsed.access_token), lifetime));
             }
             let error: Option<TokenError> = serde_json::from_slice(&body).ok();
@@ -548,6 +558,15 @@ mod tests {
             "https://soget-api-integration.azure-api.net/"
         ));
         assert!(!is_loopback_url("not a url"));
+    }
+
+    #[test]
+    fn token_lifetimes_are_bounded() {
+        assert_eq!(token_lifetime(Some(300.0)), Duration::from_secs(300));
+        assert_eq!(token_lifetime(None), Duration::from_secs(300));
+        assert_eq!(token_lifetime(Some(1e300)), Duration::from_secs(86_400));
+        assert_eq!(token_lifetime(Some(f64::NAN)), Duration::from_secs(300));
+        assert_eq!(token_lifetime(Some(0.01)), Duration::from_secs(1));
     }
 
     #[test]

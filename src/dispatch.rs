@@ -247,9 +247,11 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
     // --max-attempts. A 429 is the run's pace, not the row's fault.
     let mut failures: u32 = 0;
     let mut refreshed_token = false;
+    // Whether the last request may have reached the service unanswered.
+    let mut maybe_sent = false;
     loop {
         if posts > 0 && !ctx.gate().await {
-            ctx.record(item.id, Outcome::Requeue);
+            ctx.record(item.id, Outcome::Requeue { maybe_sent });
             return;
         }
         if ctx.writer.dispatched(item.id).await.is_err() {
@@ -264,7 +266,8 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         let (verdict, generation) = match ctx.api.track(&item.payload).await {
             Ok(v) => v,
             Err(auth) => {
-                ctx.record(item.id, Outcome::Requeue);
+                ctx.requests.fetch_sub(1, Ordering::Relaxed);
+                ctx.record(item.id, Outcome::NotSent);
                 ctx.fatal(format!("{auth}; rerun the same command to continue"));
                 return;
             }
@@ -309,12 +312,12 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                     ctx.api.auth().invalidate(generation).await;
                     continue;
                 }
-                ctx.record(item.id, Outcome::Requeue);
+                ctx.record(item.id, Outcome::Requeue { maybe_sent: false });
                 ctx.fatal(unauthorized_message(culprit, &message, refreshable));
                 return;
             }
             Verdict::Fatal { message, .. } => {
-                ctx.record(item.id, Outcome::Requeue);
+                ctx.record(item.id, Outcome::Requeue { maybe_sent: false });
                 ctx.fatal(format!(
                     "{message}; rows not sent stay pending, rerun to continue"
                 ));
@@ -327,6 +330,19 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 throttled,
             } => {
                 ctx.api_failed(&retry::failure_kind(http_status, &reason), &reason);
+                maybe_sent = matches!(http_status, None | Some(500) | Some(504));
+                if let Some(wait) = retry_after
+                    && wait > longest_wait(&ctx.settings)
+                {
+                    ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                    ctx.fatal(format!(
+                        "the API asks to wait {} before trying again ({reason}), longer than {}; \
+                         stopping: rows not sent stay pending, rerun later",
+                        humantime::format_duration(wait),
+                        humantime::format_duration(longest_wait(&ctx.settings))
+                    ));
+                    return;
+                }
                 if throttled {
                     // The pause applies to every request through the gate.
                     ctx.throttled(retry_after);
@@ -357,7 +373,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 tokio::select! {
                     biased;
                     _ = ctx.stop.cancelled() => {
-                        ctx.record(item.id, Outcome::Requeue);
+                        ctx.record(item.id, Outcome::Requeue { maybe_sent });
                         return;
                     }
                     _ = tokio::time::sleep(delay) => {}
@@ -365,6 +381,15 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             }
         }
     }
+}
+
+/// The longest `Retry-After` waited for: 5 minutes (APIM's longest
+/// rate-limit renewal period), or `--backoff-cap` if longer. A server that
+/// asks for more is down for longer than a run should sit and wait.
+fn longest_wait(settings: &DispatchSettings) -> std::time::Duration {
+    settings
+        .backoff_cap
+        .max(std::time::Duration::from_secs(300))
 }
 
 fn failed(

@@ -463,6 +463,9 @@ mod lines {
         front_number: u64,
         offset: u64,
         pending_cr: bool,
+        /// Number of `"` read so far: odd at the end means a quote that
+        /// never closes.
+        quotes: u64,
     }
 
     impl Index {
@@ -475,11 +478,20 @@ mod lines {
                 front_number: 1,
                 offset: 0,
                 pending_cr: false,
+                quotes: 0,
             }
+        }
+
+        /// Whether an odd number of `"` was read.
+        pub fn unbalanced_quotes(&self) -> bool {
+            self.quotes % 2 == 1
         }
 
         pub fn observe(&mut self, bytes: &[u8]) {
             for &b in bytes {
+                if b == b'"' {
+                    self.quotes += 1;
+                }
                 let at = self.offset;
                 self.offset += 1;
                 if self.pending_cr {
@@ -564,6 +576,8 @@ pub struct InputReader {
     columns: Columns,
     delimiter: u8,
     header_line: u64,
+    /// Line of the last record if one of its fields spans lines.
+    last_multiline: Option<u64>,
 }
 
 impl fmt::Debug for InputReader {
@@ -663,6 +677,7 @@ impl InputReader {
             columns,
             delimiter,
             header_line,
+            last_multiline: None,
         })
     }
 
@@ -688,18 +703,47 @@ impl InputReader {
                 .read_byte_record(&mut record)
                 .map_err(|e| csv_error(&self.path, &e))?;
             if !more {
+                self.check_unclosed_quote()?;
                 break;
             }
             if is_blank(&record) {
                 continue;
             }
             let line = line_of(&self.lines, &record);
+            let multiline = record
+                .iter()
+                .any(|f| f.iter().any(|b| *b == b'\n' || *b == b'\r'));
+            self.last_multiline = multiline.then_some(line);
             chunk.push(Record {
                 line,
                 fields: record.clone(),
             });
         }
         Ok(chunk)
+    }
+}
+
+impl InputReader {
+    /// At the end of the file: a last record spanning lines while the file
+    /// holds an odd number of quotes means a quote opened and never closed,
+    /// which swallowed every row after it into one field.
+    fn check_unclosed_quote(&self) -> Result<()> {
+        let unbalanced = self
+            .lines
+            .lock()
+            .map(|i| i.unbalanced_quotes())
+            .unwrap_or(false);
+        match self.last_multiline {
+            Some(line) if unbalanced => Err(InputError {
+                path: self.path.clone(),
+                line: Some(line),
+                message: "a quoted field opens on this line and is never closed, so the rest \
+                          of the file reads as one field; close the quote and run again"
+                    .into(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -1002,6 +1046,28 @@ mod tests {
             let got: Vec<u64> = lines_of(text).iter().map(|(_, l)| *l).collect();
             assert_eq!(got, [1, 3, 4, 6, 8], "{:?}", String::from_utf8_lossy(text));
         }
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_an_error_naming_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, "documentReference\nA\n\"B\nC\nD\n").unwrap();
+        let mut reader = InputReader::open(&path, &ReadOptions::default()).unwrap();
+        let err = reader.next_chunk(100).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("never closed"),
+            "{err}"
+        );
+        // A quoted field spanning lines that does close is fine, and so is
+        // a lone quote inside an unquoted field.
+        std::fs::write(
+            &path,
+            "documentReference,note\nA,\"x\ny\"\nB,5\" pipe\"\"\n",
+        )
+        .unwrap();
+        let mut reader = InputReader::open(&path, &ReadOptions::default()).unwrap();
+        assert_eq!(reader.next_chunk(100).unwrap().len(), 2);
     }
 
     #[test]

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 pub const MIN_FACTOR: f64 = 1.0 / 64.0;
 /// Share of `--rate` regained at each step back up.
 pub const RAISE_STEP: f64 = 0.1;
+/// Longest pause taken from one 429 (the dispatcher stops the run rather
+/// than wait longer).
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
 /// Pause when a 429 says nothing of how long to wait.
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
@@ -52,13 +55,13 @@ impl Pace {
     pub fn throttled(&mut self, now: Instant, retry_after: Option<Duration>) {
         let pause = retry_after
             .unwrap_or(DEFAULT_PAUSE)
-            .max(Duration::from_millis(100));
-        let in_same_burst = self.paused_until.is_some_and(|until| now < until);
+            .clamp(Duration::from_millis(100), MAX_PAUSE);
+        let until = now.checked_add(pause).unwrap_or(now);
+        let in_same_burst = self.paused_until.is_some_and(|u| now < u);
         if !in_same_burst {
             self.factor = (self.factor / 2.0).max(MIN_FACTOR);
-            self.changed_at = now + pause;
+            self.changed_at = until;
         }
-        let until = now + pause;
         self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
     }
 

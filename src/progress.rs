@@ -105,7 +105,7 @@ pub fn eta(remaining: u64, per_second: Option<f64>) -> Option<Duration> {
         return Some(Duration::ZERO);
     }
     let rate = per_second.filter(|r| *r > 0.0)?;
-    Some(Duration::from_secs_f64((remaining as f64 / rate).min(1e9)))
+    Duration::try_from_secs_f64((remaining as f64 / rate).min(1e9)).ok()
 }
 
 /// `2h 05m`, `6m 24s`, `42s`.

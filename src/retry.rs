@@ -306,20 +306,24 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
+/// Longest `Retry-After` taken at its word; anything longer is read as
+/// this (a day): far beyond any wait a run would sit through.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// `Retry-After` as seconds or as an HTTP date, at most [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = value.parse::<f64>()
-        && secs.is_finite()
+    let wait = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs.min(MAX_RETRY_AFTER.as_secs()))
+    } else if let Ok(secs) = value.parse::<f64>()
         && secs >= 0.0
     {
-        return Some(Duration::from_secs_f64(secs));
-    }
-    let when = httpdate_parse(value)?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+        Duration::try_from_secs_f64(secs).unwrap_or(MAX_RETRY_AFTER)
+    } else {
+        let when = httpdate_parse(value)?;
+        when.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only date
@@ -337,7 +341,7 @@ fn httpdate_parse(value: &str) -> Option<SystemTime> {
     .iter()
     .position(|m| m == month)? as u64
         + 1;
-    let year: i64 = year.parse().ok()?;
+    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
     let hms: Vec<u64> = time
         .split(':')
         .map(|p| p.parse().ok())
@@ -641,6 +645,19 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now()), None);
+        // Absurd values from a broken proxy are bounded, never a panic.
+        for absurd in [
+            "1e300",
+            "18446744073709551615",
+            "inf",
+            "Fri, 01 Jan 99999999999 00:00:00 GMT",
+        ] {
+            let wait = parse_retry_after(absurd, now());
+            assert!(
+                wait.is_none() || wait <= Some(MAX_RETRY_AFTER),
+                "{absurd}: {wait:?}"
+            );
+        }
         assert_eq!(parse_retry_after("-3", now()), None);
     }
 

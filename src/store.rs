@@ -51,6 +51,7 @@ CREATE TABLE items (
     tracking_id        TEXT,
     units              TEXT,
     unit_count         INTEGER,
+    answered_run       INTEGER,
     updated_at         TEXT
 );
 CREATE UNIQUE INDEX items_payload ON items(payload) WHERE payload IS NOT NULL;
@@ -133,7 +134,7 @@ pub struct LoadCounts {
     pub new: u64,
     pub duplicates: u64,
     pub already_tracked: u64,
-    /// Failed in an earlier run; left as is (`trackmass retry` re-queues).
+    /// Failed in an earlier run; left as is (`--force` sends them again).
     pub already_failed: u64,
     /// Left pending by an earlier, interrupted run: continued now.
     pub continued: u64,
@@ -335,13 +336,56 @@ impl Store {
                 params![source],
             )
             .map_err(|e| sqlite_error(&self.path, e))?;
+        let force_since = if force {
+            Some(self.forced_sequence_start(run, source)?)
+        } else {
+            None
+        };
         Ok(Loader {
             store: self,
             run,
             source: source.to_string(),
-            force,
+            force_since,
             counts: LoadCounts::default(),
         })
+    }
+
+    /// With `--force`, rows answered before this run are sent again. But if
+    /// the runs just before this one on the same input were `--force` runs
+    /// that did not finish, this run continues them: only rows answered
+    /// before the first of them are sent again, not the ones they already
+    /// re-sent. Returns that first run (or `run` itself).
+    fn forced_sequence_start(&self, run: RunId, source: &str) -> Result<RunId> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, config, outcome FROM runs WHERE id < ?1 AND input = ?2 ORDER BY id DESC")
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![run, source], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let mut since = run;
+        for row in rows {
+            let (id, config, outcome) = row.map_err(|e| sqlite_error(&self.path, e))?;
+            let forced = serde_json::from_str::<serde_json::Value>(&config)
+                .ok()
+                .and_then(|c| c.get("force").and_then(serde_json::Value::as_bool))
+                .unwrap_or(false);
+            let finished = matches!(
+                outcome.as_deref(),
+                Some("completed" | "completed_with_failures")
+            );
+            if !forced || finished {
+                break;
+            }
+            since = id;
+        }
+        Ok(since)
     }
 
     /// Rows of `run` left in flight by a process that died: they go back to
@@ -565,7 +609,9 @@ pub struct Loader<'s> {
     store: &'s mut Store,
     run: RunId,
     source: String,
-    force: bool,
+    /// With `--force`: rows answered by a run before this one are queued
+    /// again.
+    force_since: Option<RunId>,
     counts: LoadCounts,
 }
 
@@ -581,7 +627,9 @@ impl Loader<'_> {
         {
             let now = now_rfc3339();
             let mut find = tx
-                .prepare_cached("SELECT id, status, seen_run FROM items WHERE payload = ?1")
+                .prepare_cached(
+                    "SELECT id, status, seen_run, answered_run FROM items WHERE payload = ?1",
+                )
                 .map_err(|e| sqlite_error(&path, e))?;
             let mut insert = tx
                 .prepare_cached(
@@ -625,7 +673,7 @@ impl Loader<'_> {
                             v,
                             self.run,
                             &self.source,
-                            self.force,
+                            self.force_since,
                             &now,
                         )
                         .map_err(|e| sqlite_error(&path, e))?;
@@ -646,7 +694,7 @@ impl Loader<'_> {
         row: &ValidRow,
         run: RunId,
         source: &str,
-        force: bool,
+        force_since: Option<RunId>,
         now: &str,
     ) -> rusqlite::Result<LoadClass> {
         let existing = find
@@ -655,10 +703,11 @@ impl Loader<'_> {
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
                 ))
             })
             .optional()?;
-        let Some((id, status, seen_run)) = existing else {
+        let Some((id, status, seen_run, answered_run)) = existing else {
             insert.execute(params![
                 source,
                 row.line as i64,
@@ -676,7 +725,9 @@ impl Loader<'_> {
             return Ok(LoadClass::Duplicate);
         }
         let status = Status::parse(&status).unwrap_or(Status::Pending);
-        let requeue = force && status != Status::Pending;
+        let requeue = force_since.is_some_and(|since| {
+            status != Status::Pending && answered_run.is_none_or(|a| a < since)
+        });
         see.execute(params![id, run, source, row.line as i64, requeue])?;
         Ok(if requeue {
             LoadClass::Forced
@@ -715,8 +766,14 @@ pub enum Outcome {
         message: String,
         details: String,
     },
-    /// Not answered (dispatch stopped): back to pending.
-    Requeue,
+    /// Not answered (dispatch stopped): back to pending. `maybe_sent` when
+    /// the last request may have reached the service (a timeout, a dropped
+    /// connection, a 500 or 504): sending it again is then counted as a
+    /// re-send after interruption.
+    Requeue { maybe_sent: bool },
+    /// The request never left (no token could be had): back to pending,
+    /// the attempt not counted.
+    NotSent,
 }
 
 enum Op {
@@ -740,7 +797,6 @@ pub struct Committed {
     pub tracked: AtomicU64,
     pub failed: AtomicU64,
     pub units: AtomicU64,
-    pub requests: AtomicU64,
 }
 
 /// The single writer: a thread owning a connection, committing whatever has
@@ -760,7 +816,8 @@ pub struct WriterGone;
 const MAX_GROUP: usize = 4096;
 
 impl Writer {
-    pub fn spawn(path: &Path) -> Result<Writer> {
+    /// `run` is recorded with each answer (`answered_run`).
+    pub fn spawn(path: &Path, run: RunId) -> Result<Writer> {
         let conn = Connection::open(path)
             .with_context(|| format!("{}: cannot open the state file", path.display()))?;
         configure(&conn).map_err(|e| sqlite_error(path, e))?;
@@ -770,7 +827,7 @@ impl Writer {
         let path = path.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || write_loop(conn, &path, rx, &counters))
+            .spawn(move || write_loop(conn, &path, run, rx, &counters))
             .context("cannot start the state writer thread")?;
         Ok(Writer {
             tx,
@@ -823,6 +880,7 @@ impl Writer {
 fn write_loop(
     mut conn: Connection,
     path: &Path,
+    run: RunId,
     mut rx: mpsc::UnboundedReceiver<Op>,
     committed: &Committed,
 ) -> Result<()> {
@@ -835,15 +893,12 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let delta = apply(&mut conn, &group).map_err(|e| sqlite_error(path, e))?;
+        let delta = apply(&mut conn, run, &group).map_err(|e| sqlite_error(path, e))?;
         committed
             .tracked
             .fetch_add(delta.tracked, Ordering::Relaxed);
         committed.failed.fetch_add(delta.failed, Ordering::Relaxed);
         committed.units.fetch_add(delta.units, Ordering::Relaxed);
-        committed
-            .requests
-            .fetch_add(delta.requests, Ordering::Relaxed);
         for op in group.drain(..) {
             match op {
                 Op::Dispatch { ack, .. } | Op::Flush { ack } => {
@@ -861,10 +916,9 @@ struct Delta {
     tracked: u64,
     failed: u64,
     units: u64,
-    requests: u64,
 }
 
-fn apply(conn: &mut Connection, group: &[Op]) -> rusqlite::Result<Delta> {
+fn apply(conn: &mut Connection, run: RunId, group: &[Op]) -> rusqlite::Result<Delta> {
     let mut delta = Delta::default();
     let tx = conn.transaction()?;
     {
@@ -876,28 +930,39 @@ fn apply(conn: &mut Connection, group: &[Op]) -> rusqlite::Result<Delta> {
         let mut tracked = tx.prepare_cached(
             "UPDATE items SET status = 'tracked', in_flight = 0, http_status = 201,
                  tracking_id = ?2, units = ?3, unit_count = ?4,
-                 code = NULL, message = NULL, details = NULL, updated_at = ?5
+                 code = NULL, message = NULL, details = NULL, updated_at = ?5, answered_run = ?6
              WHERE id = ?1",
         )?;
         let mut failed = tx.prepare_cached(
             "UPDATE items SET status = ?2, in_flight = 0, http_status = ?3, code = ?4,
-                 message = ?5, details = ?6, updated_at = ?7
+                 message = ?5, details = ?6, updated_at = ?7, answered_run = ?8
              WHERE id = ?1",
         )?;
         let mut requeue = tx.prepare_cached(
-            "UPDATE items SET status = 'pending', in_flight = 0, updated_at = ?2 WHERE id = ?1",
+            "UPDATE items SET status = 'pending', in_flight = 0, was_in_flight = ?3,
+                 updated_at = ?2 WHERE id = ?1",
+        )?;
+        let mut not_sent = tx.prepare_cached(
+            "UPDATE items SET status = 'pending', in_flight = 0,
+                 attempts = max(attempts - 1, 0), updated_at = ?2 WHERE id = ?1",
         )?;
         for op in group {
             match op {
                 Op::Dispatch { id, .. } => {
                     dispatch.execute(params![id, now])?;
-                    delta.requests += 1;
                 }
                 Op::Outcome { id, outcome } => match outcome {
                     Outcome::Tracked { tracking_id, units } => {
                         let json = serde_json::to_string(units)
                             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
-                        tracked.execute(params![id, tracking_id, json, units.len() as i64, now])?;
+                        tracked.execute(params![
+                            id,
+                            tracking_id,
+                            json,
+                            units.len() as i64,
+                            now,
+                            run
+                        ])?;
                         delta.tracked += 1;
                         delta.units += units.len() as u64;
                     }
@@ -915,12 +980,16 @@ fn apply(conn: &mut Connection, group: &[Op]) -> rusqlite::Result<Delta> {
                             code,
                             message,
                             details,
-                            now
+                            now,
+                            run
                         ])?;
                         delta.failed += 1;
                     }
-                    Outcome::Requeue => {
-                        requeue.execute(params![id, now])?;
+                    Outcome::Requeue { maybe_sent } => {
+                        requeue.execute(params![id, now, maybe_sent])?;
+                    }
+                    Outcome::NotSent => {
+                        not_sent.execute(params![id, now])?;
                     }
                 },
                 Op::Flush { .. } => {}
@@ -1015,6 +1084,41 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_run_that_stopped_is_continued_not_restarted() {
+        let (_dir, mut store) = temp_store();
+        let answer = |store: &Store, run: RunId| {
+            store
+                .conn
+                .execute(
+                    "UPDATE items SET status = 'tracked', answered_run = ?1",
+                    [run],
+                )
+                .unwrap();
+        };
+        let load = |store: &mut Store, config: &str, force: bool| -> (RunId, LoadCounts) {
+            let run = store.begin_run("run", Some("a.csv"), config).unwrap();
+            let mut loader = store.loader(run, "a.csv", force).unwrap();
+            loader.add(&[valid(2, "A")]).unwrap();
+            (run, loader.finish())
+        };
+        let (r1, _) = load(&mut store, r#"{"force":false}"#, false);
+        answer(&store, r1);
+        store.end_run(r1, "completed", "{}").unwrap();
+        // A forced run re-queues A, answers it, then dies (no outcome).
+        let (r2, c) = load(&mut store, r#"{"force":true}"#, true);
+        assert_eq!(c.forced, 1);
+        answer(&store, r2);
+        // Run again with --force: A was answered by the unfinished forced
+        // run, so it is not sent a third time.
+        let (r3, c) = load(&mut store, r#"{"force":true}"#, true);
+        assert_eq!((c.forced, c.already_tracked), (0, 1));
+        store.end_run(r3, "completed", "{}").unwrap();
+        // Once a forced run has finished, the next --force starts over.
+        let (_, c) = load(&mut store, r#"{"force":true}"#, true);
+        assert_eq!(c.forced, 1);
+    }
+
+    #[test]
     fn writer_commits_outcomes_and_in_flight_marks() {
         let (dir, mut store) = temp_store();
         let run = store.begin_run("run", None, "{}").unwrap();
@@ -1025,7 +1129,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let writer = Writer::spawn(store.path()).unwrap();
+        let writer = Writer::spawn(store.path(), run).unwrap();
         rt.block_on(async {
             writer.dispatched(page[0].id).await.unwrap();
             writer.dispatched(page[1].id).await.unwrap();

@@ -406,13 +406,14 @@ fn progress_lines_count_rows_done_by_an_earlier_run() {
 #[test]
 fn tokens_are_refreshed_before_they_expire() {
     let sandbox = TestSandbox::with_config(trackmass::sandbox::Config {
-        token_ttl: Duration::from_secs(2),
+        token_ttl: Duration::from_secs(3),
         unknown_rate: 0.0,
         ..Default::default()
     });
     let work = Workdir::new();
-    work.write("in.csv", reference_csv(&references("TK", 50)));
-    // 50 rows at 10/s: about 5 s, so the first 2 s token must be replaced.
+    work.write("in.csv", reference_csv(&references("TK", 70)));
+    // 70 rows at 10/s: about 7 s; 3 s tokens are replaced at 2.4 s and 4.8 s
+    // (a fifth of their life early), well before they expire.
     let out = output(
         work.run_against(&sandbox, "in.csv")
             .args(["--rate", "10/s"]),
@@ -421,7 +422,7 @@ fn tokens_are_refreshed_before_they_expire() {
     let stats = sandbox.stats();
     assert!(stats["tokens_issued"].as_u64().unwrap() >= 3, "{stats}");
     assert_eq!(sandbox.outcome("unauthorized_token"), 0, "{stats}");
-    assert_eq!(sandbox.outcome("created"), 50);
+    assert_eq!(sandbox.outcome("created"), 70);
 }
 
 #[test]
@@ -663,4 +664,123 @@ fn a_second_run_on_the_same_state_is_refused_at_once() {
             .len(),
         200
     );
+}
+
+#[test]
+fn outputs_that_would_overwrite_the_state_or_the_input_are_refused() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("AL", 5)));
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 0);
+    let state_before = std::fs::read(work.path("trackmass.db")).unwrap();
+    for args in [
+        vec!["--out", "./trackmass.db"],
+        vec!["--failures", "sub/../trackmass.db-wal"],
+        vec!["--summary", "in.csv"],
+        vec!["--out", "in.csv"],
+    ] {
+        std::fs::create_dir_all(work.path("sub")).unwrap();
+        let out = output(work.run_against(&sandbox, "in.csv").args(&args));
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains("same file"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        std::fs::read(work.path("trackmass.db")).unwrap(),
+        state_before
+    );
+    assert_eq!(work.read("in.csv"), reference_csv(&references("AL", 5)));
+}
+
+#[test]
+fn a_forced_run_stopped_midway_is_continued_by_the_same_command() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("FO", 150);
+    work.write("in.csv", reference_csv(&refs));
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 0);
+
+    let mut cmd = work.run_against(&sandbox, "in.csv");
+    cmd.args(["--force", "--rate", "60/s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "forced re-sends", || {
+        sandbox.stats()["creations"].as_u64().unwrap() >= 150 + 30
+    });
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 4);
+
+    // The same command again: it finishes the forced pass, it does not
+    // start it over.
+    assert_exit(
+        &output(work.run_against(&sandbox, "in.csv").arg("--force")),
+        0,
+    );
+    let creations = sandbox.creations();
+    assert!(creations.values().all(|n| *n == 2), "{creations:?}");
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+}
+
+#[test]
+fn an_unclosed_quote_stops_before_sending_and_names_its_line() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("q.csv", "documentReference\nA\n\"B\nC\nD\n");
+    let out = output(&mut work.run_against(&sandbox, "q.csv"));
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("q.csv: line 3") && err.contains("never closed"),
+        "{err}"
+    );
+    assert_eq!(sandbox.stats()["creations"], 0);
+}
+
+#[test]
+fn absurd_retry_after_values_stop_the_run_without_a_panic() {
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = rt.block_on(async {
+        let app = axum::Router::new().route(
+            "/v1/track-document",
+            axum::routing::post(|| async {
+                let mut h = HeaderMap::new();
+                h.insert("retry-after", HeaderValue::from_static("1e300"));
+                (StatusCode::TOO_MANY_REQUESTS, h, "{}")
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("RA", 3)));
+    let out = output(
+        work.trackmass()
+            .args(["run", "in.csv", "--summary", "s.json"])
+            .env("TRACKMASS_BASE_URL", format!("http://{addr}/v1"))
+            .env("TRACKMASS_API_KEY", "k")
+            .env("TRACKMASS_ACCESS_TOKEN", "t"),
+    );
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("asks to wait") && !err.contains("panick"),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_str(&work.read("s.json")).unwrap();
+    assert_eq!(s["pending"], 3);
 }

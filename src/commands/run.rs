@@ -164,13 +164,14 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         credentials,
     )?;
 
+    check_paths(&config)?;
     // One process per state file; held until this function returns.
     let _lock = crate::lock::acquire(&config.state, "run")?;
     let mut store = Store::open(&config.state)?;
     let config_json =
         serde_json::to_string(&config).context("cannot serialize the configuration")?;
-    let input_name = config.input.display().to_string();
-    let run = store.begin_run("run", Some(&input_name), &config_json)?;
+    // Runs are recorded by the input's identity, as rows are.
+    let run = store.begin_run("run", Some(&canonical_source(&config.input)), &config_json)?;
 
     let outcome = run_loaded(&config, &ui, &mut store, run, api, started).await;
     let summary = match outcome {
@@ -247,9 +248,8 @@ async fn run_loaded(
             "{pending} rows to send at {} with {} in flight (about {})",
             config.dispatch.rate,
             config.dispatch.concurrency,
-            progress::format_duration(Duration::from_secs_f64(
-                pending as f64 / config.dispatch.rate.per_second()
-            ))
+            progress::eta(pending, Some(config.dispatch.rate.per_second()))
+                .map_or_else(|| "unknown".into(), progress::format_duration)
         );
         let (r, i) = send_pending(config, ui, store.path(), run, api, totals, started).await?;
         report = r;
@@ -292,6 +292,51 @@ async fn run_loaded(
         results: config.out.display().to_string(),
         failures: config.failures.display().to_string(),
     })
+}
+
+/// Where a path points, whether or not the file exists yet: its directory
+/// resolved (symlinks, `..`) plus its name.
+fn identity(path: &Path) -> std::path::PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match path.file_name() {
+        Some(name) => dir.join(name),
+        None => dir,
+    }
+}
+
+/// Refuses output paths that would overwrite the state file (or its
+/// companions), the input, or each other.
+fn check_paths(config: &RunConfig) -> Result<(), crate::error::UsageError> {
+    let state = &config.state;
+    let mut protected = vec![("--state", identity(state))];
+    for suffix in ["-wal", "-shm", ".lock"] {
+        let mut name = state.as_os_str().to_owned();
+        name.push(suffix);
+        protected.push(("--state", identity(Path::new(&name))));
+    }
+    protected.push(("the input", identity(&config.input)));
+    let mut outputs = vec![("--out", &config.out), ("--failures", &config.failures)];
+    if let Some(summary) = &config.summary {
+        outputs.push(("--summary", summary));
+    }
+    for (flag, path) in outputs {
+        let id = identity(path);
+        if let Some((other, _)) = protected.iter().find(|(_, p)| *p == id) {
+            return Err(crate::error::UsageError(format!(
+                "{flag} {} is the same file as {other}; writing it would destroy that file",
+                path.display()
+            )));
+        }
+        protected.push((flag, id));
+    }
+    Ok(())
 }
 
 /// The input's identity in the state: its absolute path when it has one.
@@ -367,7 +412,7 @@ async fn send_pending(
     totals: Totals,
     started: Instant,
 ) -> Result<(DispatchReport, Option<String>)> {
-    let writer = Arc::new(Writer::spawn(state)?);
+    let writer = Arc::new(Writer::spawn(state, run)?);
     let (tx, rx) = mpsc::channel::<PendingItem>(PAGE_ROWS * 2);
     let reader = Store::open_read_only(state)?;
     let feeder = std::thread::Builder::new()
@@ -394,7 +439,7 @@ async fn send_pending(
         })
     });
 
-    let report = dispatch::dispatch(
+    let mut report = dispatch::dispatch(
         Arc::new(api),
         writer.clone(),
         rx,
@@ -403,18 +448,44 @@ async fn send_pending(
     )
     .await;
     signals.abort();
+    // From here on only the result files are written (atomically): a
+    // signal stops the process at once.
+    tokio::spawn(async {
+        if next_signal().await {
+            super::print_stderr(
+                "trackmass: stopped while writing the result files; run again to finish\n",
+            );
+            std::process::exit(i32::from(Exit::Interrupted.code()));
+        }
+    });
     if let Some(d) = deadline {
         d.abort();
     }
     progress.finish().await;
 
-    let feed_result = feeder
-        .join()
-        .map_err(|_| anyhow::anyhow!("the state reader thread panicked"))?;
-    let writer = Arc::into_inner(writer)
-        .ok_or_else(|| anyhow::anyhow!("the state writer is still in use"))?;
-    writer.finish()?;
-    feed_result?;
+    // A failure of the state threads stops the run, but the result files
+    // and the summary are still written from what was committed.
+    let mut problems = Vec::new();
+    match feeder.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(format!("{e:#}")),
+        Err(_) => problems.push("the state reader thread panicked".to_string()),
+    }
+    match Arc::into_inner(writer) {
+        Some(writer) => {
+            if let Err(e) = writer.finish() {
+                problems.push(format!("{e:#}"));
+            }
+        }
+        None => problems.push("the state writer is still in use".to_string()),
+    }
+    if !problems.is_empty() {
+        let problem = problems.join("; ");
+        report.fatal = Some(match report.fatal.take() {
+            Some(f) => format!("{f}; {problem}"),
+            None => problem,
+        });
+    }
     let stopped_by = stopped_by.lock().ok().and_then(|s| s.clone());
     Ok((report, stopped_by))
 }

@@ -220,7 +220,7 @@ async fn token(State(shared): Ctx, body: Bytes) -> Response {
             .token_revoked_after
             .unwrap_or(config.token_ttl)
             .min(config.token_ttl);
-        tokens.insert(token.clone(), now + lifetime);
+        tokens.insert(token.clone(), now.checked_add(lifetime).unwrap_or(now));
     }
     if let Ok(mut l) = shared.ledger.lock() {
         l.tokens_issued += 1;
