@@ -784,3 +784,17 @@ fn absurd_retry_after_values_stop_the_run_without_a_panic() {
     let s: serde_json::Value = serde_json::from_str(&work.read("s.json")).unwrap();
     assert_eq!(s["pending"], 3);
 }
+
+#[test]
+fn grant_type_can_be_left_out_for_gateways_that_add_it() {
+    // The sandbox is plain Keycloak, which requires grant_type: leaving it
+    // out must show in what the token endpoint answers.
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("GT", 3)));
+    let out = output(work.run_against(&sandbox, "in.csv").arg("--no-grant-type"));
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("Missing form parameter: grant_type"), "{err}");
+    assert_eq!(sandbox.stats()["tokens_issued"], 0);
+}
