@@ -256,23 +256,8 @@ fn the_sandboxs_answers_follow_the_response_schemas() {
     });
     let pools = pools();
     let mut rng = fastrand::Rng::with_seed(7);
-    let client = reqwest::Client::new();
-    let token: Value = sandbox.block_on(async {
-        client
-            .post(sandbox.token_url())
-            .form(&[
-                ("client_id", CLIENT_ID),
-                ("client_secret", CLIENT_SECRET),
-                ("grant_type", "client_credentials"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let client = sandbox.client().clone();
+    let bearer = format!("Bearer {}", sandbox.access_token());
     let endpoint = format!("{}/track-document", sandbox.base_url());
     let mut statuses = std::collections::BTreeMap::new();
     for i in 0..300 {

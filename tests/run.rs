@@ -428,31 +428,14 @@ fn tokens_are_refreshed_before_they_expire() {
 #[test]
 fn a_ready_access_token_is_used_as_is() {
     let sandbox = TestSandbox::start();
-    let token: serde_json::Value = sandbox.block_on(async {
-        reqwest::Client::new()
-            .post(sandbox.token_url())
-            .form(&[
-                ("client_id", CLIENT_ID),
-                ("client_secret", CLIENT_SECRET),
-                ("grant_type", "client_credentials"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let token = sandbox.access_token();
     let work = Workdir::new();
     work.write("in.csv", reference_csv(&references("AT", 5)));
     let out = output(
         work.run_against(&sandbox, "in.csv")
             .env_remove("TRACKMASS_CLIENT_ID")
             .env_remove("TRACKMASS_CLIENT_SECRET")
-            .env(
-                "TRACKMASS_ACCESS_TOKEN",
-                token["access_token"].as_str().unwrap(),
-            ),
+            .env("TRACKMASS_ACCESS_TOKEN", &token),
     );
     assert_exit(&out, 0);
     assert_eq!(
@@ -586,23 +569,8 @@ fn progress_always_draws_the_bar() {
 
 #[test]
 fn the_sandbox_command_serves_on_the_address_it_prints() {
-    use std::io::BufRead;
     let work = Workdir::new();
-    let mut child = work
-        .trackmass()
-        .args(["sandbox", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .to_string();
+    let (mut child, base) = spawn_sandbox(&work, &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -610,11 +578,7 @@ fn the_sandbox_command_serves_on_the_address_it_prints() {
     let (status, body): (u16, serde_json::Value) = rt.block_on(async {
         let r = reqwest::Client::new()
             .post(format!("{base}/soget-connect/v1/openid-connect/token"))
-            .form(&[
-                ("client_id", CLIENT_ID),
-                ("client_secret", CLIENT_SECRET),
-                ("grant_type", "client_credentials"),
-            ])
+            .form(&TOKEN_FORM)
             .send()
             .await
             .unwrap();

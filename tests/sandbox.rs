@@ -2,7 +2,6 @@
 //! webhooks. Each test starts its own sandbox on 127.0.0.1:0.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,16 +50,7 @@ fn token_request(sandbox: &TestSandbox, form: &[(&str, &str)]) -> Answer {
 }
 
 fn token(sandbox: &TestSandbox) -> String {
-    let a = token_request(
-        sandbox,
-        &[
-            ("client_id", CLIENT_ID),
-            ("client_secret", CLIENT_SECRET),
-            ("grant_type", "client_credentials"),
-        ],
-    );
-    assert_eq!(a.status, 200, "{a:?}");
-    a.body["access_token"].as_str().unwrap().to_string()
+    sandbox.access_token()
 }
 
 /// POSTs `body` to track-document with the given key and token.
@@ -744,51 +734,17 @@ fn webhooks_are_delivered_in_the_specs_shape() {
 
 #[test]
 fn two_sandbox_processes_with_one_seed_give_the_same_answers() {
-    use std::io::BufRead;
     let work = Workdir::new();
     let answers = |seed: &str| -> Vec<Value> {
-        let mut child = work
-            .trackmass()
-            .args([
-                "sandbox",
-                "--listen",
-                "127.0.0.1:0",
-                "--seed",
-                seed,
-                "--unknown-rate",
-                "10%",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let base = first
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap()
-            .to_string();
+        let (mut child, base) = spawn_sandbox(&work, &["--seed", seed, "--unknown-rate", "10%"]);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let out = rt.block_on(async {
             let c = reqwest::Client::builder().no_proxy().build().unwrap();
-            let tok: Value = c
-                .post(format!("{base}/soget-connect/v1/openid-connect/token"))
-                .form(&[
-                    ("client_id", CLIENT_ID),
-                    ("client_secret", CLIENT_SECRET),
-                    ("grant_type", "client_credentials"),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let tok =
+                fetch_token(&c, &format!("{base}/soget-connect/v1/openid-connect/token")).await;
             let mut out = Vec::new();
             for i in 0..30 {
                 let v: Value = c
@@ -796,7 +752,7 @@ fn two_sandbox_processes_with_one_seed_give_the_same_answers() {
                         "{base}/api-tracking-code-in-mass/v1/track-document"
                     ))
                     .header("Ocp-Apim-Subscription-Key", API_KEY)
-                    .bearer_auth(tok["access_token"].as_str().unwrap())
+                    .bearer_auth(&tok)
                     .json(&json!({"documentReference": format!("SEED{i}")}))
                     .send()
                     .await

@@ -112,6 +112,12 @@ impl TestSandbox {
         serde_json::from_value(self.stats()["documents"].clone()).expect("documents map")
     }
 
+    /// An access token from this sandbox.
+    pub fn access_token(&self) -> String {
+        self.runtime
+            .block_on(fetch_token(&self.client, &self.token_url()))
+    }
+
     /// A client to reuse (one per sandbox).
     pub fn client(&self) -> &reqwest::Client {
         &self.client
@@ -128,6 +134,30 @@ impl Drop for TestSandbox {
             let _ = self.runtime.block_on(sb.shutdown());
         }
     }
+}
+
+/// The form that gets a token from the sandbox.
+pub const TOKEN_FORM: [(&str, &str); 3] = [
+    ("client_id", CLIENT_ID),
+    ("client_secret", CLIENT_SECRET),
+    ("grant_type", "client_credentials"),
+];
+
+/// An access token from the token endpoint at `token_url`.
+pub async fn fetch_token(client: &reqwest::Client, token_url: &str) -> String {
+    let answer: serde_json::Value = client
+        .post(token_url)
+        .form(&TOKEN_FORM)
+        .send()
+        .await
+        .expect("token endpoint reachable")
+        .json()
+        .await
+        .expect("token answer is JSON");
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token in {answer}"))
+        .to_string()
 }
 
 /// A temporary working directory for one test.
@@ -180,6 +210,29 @@ impl Workdir {
             .env("TRACKMASS_CLIENT_SECRET", CLIENT_SECRET);
         cmd
     }
+}
+
+/// Starts `trackmass sandbox --listen 127.0.0.1:0 ARGS…` as a process and
+/// returns it with the base URL it printed (`http://127.0.0.1:PORT`).
+pub fn spawn_sandbox(work: &Workdir, args: &[&str]) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = work
+        .trackmass()
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sandbox process starts");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut first)
+        .expect("sandbox prints its address");
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    (child, base)
 }
 
 /// Runs a command to completion.
