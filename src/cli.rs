@@ -263,6 +263,11 @@ pub struct SandboxArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub token_revoked_after: Option<Duration>,
 
+    /// Make the token endpoint's gateway append grant_type itself, as
+    /// SOGET's documented call (without grant_type) suggests it may.
+    #[arg(long)]
+    pub gateway_adds_grant_type: bool,
+
     /// Share of document references the service does not know (answered
     /// 400 DOCUMENT_NOT_FOUND), as 0.02 or 2%.
     #[arg(long, default_value = "2%", value_parser = parse_fraction, value_name = "FRACTION")]

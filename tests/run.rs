@@ -762,3 +762,24 @@ fn grant_type_can_be_left_out_for_gateways_that_add_it() {
     assert!(err.contains("Missing form parameter: grant_type"), "{err}");
     assert_eq!(sandbox.stats()["tokens_issued"], 0);
 }
+
+#[test]
+fn a_gateway_that_adds_grant_type_itself_is_detected() {
+    // Sending grant_type there gets "duplicated parameter"; trackmass then
+    // asks again without it, once, and goes on.
+    let sandbox = TestSandbox::with_config(trackmass::sandbox::Config {
+        gateway_adds_grant_type: true,
+        unknown_rate: 0.0,
+        ..Default::default()
+    });
+    let work = Workdir::new();
+    let refs = references("GA", 20);
+    work.write("in.csv", reference_csv(&refs));
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+    assert_eq!(sandbox.outcome("token_refused"), 1);
+    assert_eq!(sandbox.stats()["tokens_issued"], 1);
+}

@@ -44,6 +44,10 @@ pub struct Config {
     pub client_id: String,
     pub client_secret: String,
     pub api_key: String,
+    /// The token endpoint's gateway appends `grant_type=client_credentials`
+    /// to every request (a client sending it too gets 400 "duplicated
+    /// parameter").
+    pub gateway_adds_grant_type: bool,
     /// Share of references the service does not know (400).
     pub unknown_rate: f64,
     /// The gateway's per-key rate limit (429 beyond it).
@@ -70,6 +74,7 @@ impl Default for Config {
             seed: 0,
             token_ttl: Duration::from_secs(300),
             token_revoked_after: None,
+            gateway_adds_grant_type: false,
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
             api_key: API_KEY.into(),

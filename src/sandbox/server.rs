@@ -150,9 +150,15 @@ fn no_store(headers: &mut HeaderMap) {
 /// `POST /soget-connect/v1/openid-connect/token`, checked in Keycloak's
 /// order: duplicated parameters, grant type, then the client.
 async fn token(State(shared): Ctx, body: Bytes) -> Response {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
+    if shared.config.gateway_adds_grant_type {
+        // A façade that appends grant_type itself, as SOGET's documented
+        // call (client_id and client_secret only) suggests: a client that
+        // sends one too gets Keycloak's "duplicated parameter".
+        pairs.push(("grant_type".into(), "client_credentials".into()));
+    }
     let mut seen = std::collections::HashSet::new();
     if pairs.iter().any(|(k, _)| !seen.insert(k.as_str())) {
         record(&shared, "token_refused");
