@@ -33,6 +33,11 @@ pub struct Cli {
     /// Log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, value_name = "FORMAT")]
     pub log_format: LogFormat,
+
+    /// Settings file (TOML): any long flag as `name = value`, plus
+    /// credentials in a [credentials] table. Flags given here win.
+    #[arg(long, global = true, env = "TRACKMASS_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,10 +51,81 @@ pub enum Command {
     /// Track every document reference of a CSV file.
     #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Check a CSV file offline: rows, rejects, duplicates, how long a run
+    /// would take. Sends nothing.
+    #[command(after_long_help = VALIDATE_EXAMPLES)]
+    Validate(Box<ValidateArgs>),
+    /// Show where a state file stands: rows by status, failures by code,
+    /// the runs and how they ended.
+    #[command(after_long_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+    /// Continue the last run with the settings it was started with (no
+    /// input file needed).
+    #[command(after_long_help = RESUME_EXAMPLES)]
+    Resume(Box<ContinueArgs>),
+    /// Put failed rows of the last run back to pending and send them.
+    #[command(after_long_help = RETRY_EXAMPLES)]
+    Retry(Box<RetryArgs>),
+    /// Rewrite the result files from the state file (also while a run
+    /// holds it).
+    #[command(after_long_help = EXPORT_EXAMPLES)]
+    Export(ExportArgs),
     /// Serve an emulator of the API on this machine, for rehearsals and tests.
     #[command(after_long_help = SANDBOX_EXAMPLES)]
     Sandbox(Box<SandboxArgs>),
+    /// Print a shell completion script.
+    #[command(after_long_help = COMPLETIONS_EXAMPLES)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
+
+const VALIDATE_EXAMPLES: &str = "\
+Examples:
+  Check a customer's file before onboarding it, with the flags the run will use:
+    trackmass validate customer.csv --way Import --agent-code CCGM --rate 600/min
+
+  Also count what an existing state file already tracked, and list every reject:
+    trackmass validate today.csv --state prod.db --rejects rejects.csv
+
+Exit status: 0 every row valid, 3 some rows invalid, 1 the file cannot be read.";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  trackmass status --state prod.db
+  trackmass status --state prod.db --json | jq .rows";
+
+const RESUME_EXAMPLES: &str = "\
+Examples:
+  Continue after Ctrl-C, a --max-duration stop or a fatal error:
+    trackmass resume --state onboarding.db
+
+  Continue more slowly than the run was started:
+    trackmass resume --state onboarding.db --rate 5/s";
+
+const RETRY_EXAMPLES: &str = "\
+Examples:
+  Send again the rows whose retries ran out (network errors, 5xx, timeouts):
+    trackmass retry --state prod.db
+
+  After the API side was fixed (e.g. an agent code registered), the 400s too:
+    trackmass retry --state prod.db --status failed
+
+  A corrected copy of failures.csv is also a valid input:
+    trackmass run failures-fixed.csv --state prod.db";
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  trackmass export --state prod.db --out results.csv --failures failures.csv
+  trackmass export --state prod.db --all --out everything.csv";
+
+const COMPLETIONS_EXAMPLES: &str = "\
+Examples:
+  trackmass completions bash > ~/.local/share/bash-completion/completions/trackmass
+  trackmass completions zsh > ~/.zfunc/_trackmass
+  trackmass completions fish > ~/.config/fish/completions/trackmass.fish";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -146,6 +222,11 @@ pub struct FileArgs {
     /// status), including when the run stops early.
     #[arg(long, value_name = "PATH")]
     pub summary: Option<PathBuf>,
+
+    /// Also write the summary as a Prometheus textfile here (for
+    /// node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +322,131 @@ pub struct ApiArgs {
     /// Allow plain http:// URLs that are not on this machine.
     #[arg(long)]
     pub allow_insecure_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// CSV file to check.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// A state file to compare with: rows it already tracked are counted
+    /// (it is only read).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Write every rejected row here as CSV (line, documentReference,
+    /// field values, reason).
+    #[arg(long, value_name = "PATH")]
+    pub rejects: Option<PathBuf>,
+
+    /// The rate the run will use, for the time estimate.
+    #[arg(long, default_value = "10/s", value_name = "RATE")]
+    pub rate: Rate,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
+
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// State file to read (never written).
+    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// Print JSON on stdout, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Settings `resume` and `retry` may change; the others are the stored
+/// run's.
+#[derive(Debug, Args)]
+pub struct ContinueArgs {
+    /// State file of the run to continue.
+    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// Results CSV [default: the run's]
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// Failures CSV [default: the run's]
+    #[arg(long, value_name = "PATH")]
+    pub failures: Option<PathBuf>,
+
+    /// Summary JSON [default: the run's]
+    #[arg(long, value_name = "PATH")]
+    pub summary: Option<PathBuf>,
+
+    /// Prometheus textfile [default: the run's]
+    #[arg(long, value_name = "PATH")]
+    pub metrics: Option<PathBuf>,
+
+    /// Requests per period [default: the run's]
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<Rate>,
+
+    /// Requests in flight at once [default: the run's]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
+    pub concurrency: Option<u16>,
+
+    /// Stop sending after this long [default: the run's]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_duration: Option<Duration>,
+
+    /// Progress display [default: the run's]
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub progress: Option<ProgressMode>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Which failures to send again: exhausted (retries ran out: network
+    /// errors, timeouts, 5xx, 429), failed (refused by the API, e.g. a 400)
+    /// or bad_response (a 201 that could not be read: the tracking may
+    /// exist already, so a retry may create a second one).
+    #[arg(long, value_enum, num_args = 1.., default_values_t = [RetryStatus::Exhausted], value_name = "STATUS")]
+    pub status: Vec<RetryStatus>,
+
+    #[command(flatten)]
+    pub run: ContinueArgs,
+}
+
+/// Failed statuses `retry` can put back to pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum RetryStatus {
+    Exhausted,
+    Failed,
+    BadResponse,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// State file to read (never written; may be in use by a run).
+    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// Results CSV to write.
+    #[arg(long, default_value = "results.csv", value_name = "PATH")]
+    pub out: PathBuf,
+
+    /// Failures CSV to write.
+    #[arg(long, default_value = "failures.csv", value_name = "PATH")]
+    pub failures: PathBuf,
+
+    /// Every row of the state file, not only those of the last run's
+    /// input.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

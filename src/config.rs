@@ -7,14 +7,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::cli::{ProgressMode, Rate, RunArgs};
+use crate::cli::{DefaultArgs, ProgressMode, Rate, RunArgs};
 use crate::error::UsageError;
 use crate::input::{Defaults, ReadOptions};
 
 /// How requests are sent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DispatchSettings {
     pub concurrency: usize,
     pub rate: Rate,
@@ -31,13 +31,19 @@ pub struct DispatchSettings {
 }
 
 /// Everything `trackmass run` needs except credentials.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
     pub input: PathBuf,
     pub state: PathBuf,
     pub out: PathBuf,
     pub failures: PathBuf,
     pub summary: Option<PathBuf>,
+    #[serde(default)]
+    pub metrics: Option<PathBuf>,
+    /// The directory the run was started in: `resume` finds relative
+    /// paths from there.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
     pub column: Option<String>,
     pub delimiter: Option<char>,
     pub defaults: Defaults,
@@ -56,19 +62,7 @@ pub struct RunConfig {
 
 impl RunConfig {
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, UsageError> {
-        let trimmed = |v: &Option<String>| {
-            v.as_deref()
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-        };
-        let defaults = Defaults {
-            way: trimmed(&args.defaults.way),
-            place: trimmed(&args.defaults.place),
-            agent_code: trimmed(&args.defaults.agent_code),
-            url: trimmed(&args.defaults.webhook_url),
-        };
-        defaults.validate().map_err(UsageError)?;
+        let defaults = defaults_from(&args.defaults)?;
         if !args.sandbox {
             check_url(
                 "--base-url",
@@ -109,6 +103,8 @@ impl RunConfig {
             out: args.files.out.clone(),
             failures: args.files.failures.clone(),
             summary: args.files.summary.clone(),
+            metrics: args.files.metrics.clone(),
+            workdir: std::env::current_dir().ok(),
             column: args.read.column.clone(),
             delimiter: args.read.delimiter.map(char::from),
             defaults,
@@ -133,12 +129,53 @@ impl RunConfig {
         })
     }
 
+    /// Makes the relative paths of a stored configuration point where they
+    /// pointed when the run started, wherever `resume` is run from.
+    pub fn rebase(&mut self) {
+        let Some(base) = self.workdir.clone() else {
+            return;
+        };
+        if std::env::current_dir().is_ok_and(|here| here == base) {
+            return;
+        }
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut self.input);
+        rebase(&mut self.out);
+        rebase(&mut self.failures);
+        for p in [&mut self.summary, &mut self.metrics].into_iter().flatten() {
+            rebase(p);
+        }
+    }
+
     pub fn read_options(&self) -> ReadOptions {
         ReadOptions {
             column: self.column.clone(),
             delimiter: self.delimiter.map(|c| c as u8),
         }
     }
+}
+
+/// The request defaults given by flags, trimmed and checked against the
+/// spec (a bad `--way` is a usage error, not a reject on every row).
+pub fn defaults_from(args: &DefaultArgs) -> Result<Defaults, UsageError> {
+    let trimmed = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let defaults = Defaults {
+        way: trimmed(&args.way),
+        place: trimmed(&args.place),
+        agent_code: trimmed(&args.agent_code),
+        url: trimmed(&args.webhook_url),
+    };
+    defaults.validate().map_err(UsageError)?;
+    Ok(defaults)
 }
 
 /// An API URL must be https, or http on this machine, or http with
@@ -166,6 +203,11 @@ mod human_duration {
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 mod human_duration_opt {
@@ -176,6 +218,14 @@ mod human_duration_opt {
             Some(d) => s.collect_str(&humantime::format_duration(*d)),
             None => s.serialize_none(),
         }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -231,5 +281,23 @@ mod tests {
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["dispatch"]["rate"], "600/min");
         assert_eq!(json["dispatch"]["timeout"], "20s");
+    }
+
+    #[test]
+    fn a_stored_config_reads_back_the_same() {
+        let c = config(&[
+            "--rate",
+            "600/min",
+            "--max-duration",
+            "6h",
+            "--way",
+            "Import",
+        ])
+        .unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        let back: RunConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        assert_eq!(back.max_duration, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(back.dispatch.rate, c.dispatch.rate);
     }
 }

@@ -85,7 +85,24 @@ pub struct Reject {
     pub line: u64,
     /// The reference as read (may be empty or unreadable).
     pub document_reference: String,
+    /// The other fields as read (defaults applied), so that the row can be
+    /// corrected from `failures.csv` alone.
+    pub fields: OptionalFields,
     pub problems: Vec<Problem>,
+}
+
+/// A row's optional fields as text, keyed as in the request body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OptionalFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub way: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 impl Reject {
@@ -343,6 +360,7 @@ pub fn validate_record(record: &Record, columns: &Columns, defaults: &Defaults) 
         Row::Rejected(Reject {
             line,
             document_reference: raw_reference.clone(),
+            fields: fields_as_read(record, columns, defaults),
             problems,
         })
     };
@@ -407,6 +425,26 @@ pub fn validate_record(record: &Record, columns: &Columns, defaults: &Defaults) 
             payload,
         }),
         Err(problems) => reject(problems),
+    }
+}
+
+/// A rejected record's optional fields, read leniently (bad UTF-8 replaced;
+/// nothing from a ragged row, whose columns cannot be trusted).
+fn fields_as_read(record: &Record, columns: &Columns, defaults: &Defaults) -> OptionalFields {
+    let ragged = record.fields.len() != columns.width;
+    let read = |index: Option<usize>, default: &Option<String>| -> Option<String> {
+        let cell = index
+            .filter(|_| !ragged)
+            .and_then(|i| record.fields.get(i))
+            .map(|b| String::from_utf8_lossy(b).trim().to_string())
+            .filter(|v| !v.is_empty());
+        cell.or_else(|| default.clone())
+    };
+    OptionalFields {
+        way: read(columns.way, &defaults.way),
+        place: read(columns.place, &defaults.place),
+        agent_code: read(columns.agent_code, &defaults.agent_code),
+        url: read(columns.url, &defaults.url),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod config_file;
 pub mod dispatch;
 pub mod error;
 pub mod input;
@@ -23,6 +24,7 @@ pub mod sandbox;
 pub mod secret;
 pub mod spec;
 pub mod store;
+pub mod summary;
 
 use anyhow::Result;
 
@@ -31,17 +33,39 @@ use config::RunConfig;
 use error::Exit;
 use progress::BarSlot;
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli, slot: BarSlot) -> Result<Exit> {
+/// Runs the parsed command line. `secrets` looks credentials up (the
+/// environment, then the configuration file).
+pub async fn run(cli: Cli, slot: BarSlot, secrets: commands::run::SecretLookup) -> Result<Exit> {
+    let ui = commands::run::Ui {
+        quiet: cli.quiet,
+        slot,
+        secrets,
+    };
     match cli.command {
         Command::Run(args) => {
             let config = RunConfig::from_args(&args)?;
-            let ui = commands::run::Ui {
-                quiet: cli.quiet,
-                slot,
-            };
             commands::run::execute(config, ui).await
         }
+        Command::Resume(args) => commands::resume::execute("resume", &args, &[], ui).await,
+        Command::Retry(args) => {
+            commands::resume::execute("retry", &args.run, &args.status, ui).await
+        }
+        Command::Validate(args) => {
+            tokio::task::block_in_place(|| commands::validate::execute(&args))
+        }
+        Command::Status(args) => commands::status::execute(&args),
+        Command::Export(args) => tokio::task::block_in_place(|| commands::export::execute(&args)),
         Command::Sandbox(args) => commands::sandbox::execute(&args).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "trackmass",
+                &mut out,
+            );
+            commands::print_stdout(&String::from_utf8_lossy(&out));
+            Ok(Exit::Success)
+        }
     }
 }

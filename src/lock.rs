@@ -102,6 +102,30 @@ pub fn acquire(state: &Path, command: &str) -> Result<StateLock> {
     Ok(StateLock { _file: file, path })
 }
 
+/// The process that last took the lock of `state`, if it runs on this
+/// machine and is still alive. Only reads: never takes the lock, so it
+/// cannot get in the way of a run that starts at the same moment.
+pub fn holder(state: &Path) -> Option<Holder> {
+    let text = std::fs::read_to_string(lock_path(state)).ok()?;
+    let holder: Holder = serde_json::from_str(&text).ok()?;
+    (holder.host == hostname() && process_alive(holder.pid)).then_some(holder)
+}
+
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    false
+}
+
 /// This machine's name.
 pub fn hostname() -> String {
     #[cfg(unix)]
@@ -134,6 +158,7 @@ mod tests {
         );
         assert!(err.contains(&hostname()), "{err}");
         assert!(err.contains("s.db"), "{err}");
+        assert_eq!(holder(&state).map(|h| h.pid), Some(std::process::id()));
         drop(first);
         assert!(
             acquire(&state, "run").is_ok(),

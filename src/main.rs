@@ -1,15 +1,27 @@
-//! The `trackmass` binary: parse, set up logging, run, map to an exit code.
+//! The `trackmass` binary: parse (with the configuration file), set up
+//! logging, run, map to an exit code.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use trackmass::cli::Cli;
 use trackmass::commands::print_stderr;
+use trackmass::commands::run::SecretLookup;
+use trackmass::config_file::ConfigFile;
 use trackmass::progress::BarSlot;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let (cli, secrets) = match parse(&argv) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            print_stderr(&format!("trackmass: error: {e:#}\n"));
+            return ExitCode::from(trackmass::error::exit_code(&e));
+        }
+    };
     let verbosity = if cli.quiet {
         -1
     } else {
@@ -29,11 +41,43 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(trackmass::run(cli, slot)) {
+    match runtime.block_on(trackmass::run(cli, slot, secrets)) {
         Ok(exit) => exit.into(),
         Err(e) => {
             print_stderr(&format!("trackmass: error: {e:#}\n"));
             ExitCode::from(trackmass::error::exit_code(&e))
         }
     }
+}
+
+/// Parses the command line; with `--config` (or `TRACKMASS_CONFIG`), parses
+/// it again with the file's settings placed before the user's flags.
+/// Help, version and clap's own errors exit here, as clap does.
+fn parse(argv: &[OsString]) -> anyhow::Result<(Cli, SecretLookup)> {
+    let command = Cli::command();
+    let matches = command.clone().get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let env_lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(path) = cli.config.clone() else {
+        return Ok((cli, Arc::new(env_lookup)));
+    };
+    let file =
+        ConfigFile::load(&path).map_err(|e| trackmass::error::UsageError(format!("{e:#}")))?;
+    let merged = file
+        .merge_args(&command, argv, |var| std::env::var_os(var).is_some())
+        .map_err(|e| trackmass::error::UsageError(format!("{e:#}")))?;
+    let cli = match command.try_get_matches_from(&merged) {
+        Ok(m) => Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit()),
+        Err(e) => {
+            // The command line alone parsed: the file's settings are at fault.
+            let rendered = e.render().to_string();
+            let message = rendered.trim().trim_start_matches("error: ");
+            return Err(
+                trackmass::error::UsageError(format!("{}: {message}", path.display())).into(),
+            );
+        }
+    };
+    let secrets: SecretLookup =
+        Arc::new(move |name: &str| env_lookup(name).or_else(|| file.secret(name)));
+    Ok((cli, secrets))
 }

@@ -9,12 +9,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::input::Reject;
 use crate::store::{FailureRow, RunId, Store, TrackedRow};
 
 pub const RESULTS_HEADER: [&str; 4] = ["documentReference", "trackingId", "spi", "reference"];
-pub const FAILURES_HEADER: [&str; 8] = [
+/// `failures.csv` is itself an input for `run`: documentReference and the
+/// request columns come first, what went wrong after.
+pub const FAILURES_HEADER: [&str; 12] = [
     "line",
     "documentReference",
+    "way",
+    "place",
+    "agentCode",
+    "url",
     "status",
     "httpStatus",
     "code",
@@ -43,10 +50,15 @@ pub fn result_lines(row: &TrackedRow) -> Vec<[&str; 4]> {
 }
 
 /// The line of `failures.csv` for one failed or rejected row.
-pub fn failure_line(row: &FailureRow) -> [String; 8] {
+pub fn failure_line(row: &FailureRow) -> [String; 12] {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
     [
         row.line.to_string(),
         row.document_reference.clone(),
+        text(&row.fields.way),
+        text(&row.fields.place),
+        text(&row.fields.agent_code),
+        text(&row.fields.url),
         row.status.as_str().to_string(),
         row.http_status.map(|s| s.to_string()).unwrap_or_default(),
         row.code.clone(),
@@ -54,6 +66,42 @@ pub fn failure_line(row: &FailureRow) -> [String; 8] {
         row.details.clone(),
         row.attempts.to_string(),
     ]
+}
+
+/// Header of `validate --rejects`: an input for `run` once corrected.
+pub const REJECTS_HEADER: [&str; 7] = [
+    "line",
+    "documentReference",
+    "way",
+    "place",
+    "agentCode",
+    "url",
+    "reason",
+];
+
+/// The line of a rejects file for one rejected row.
+pub fn reject_line(r: &Reject) -> [String; 7] {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    [
+        r.line.to_string(),
+        r.document_reference.clone(),
+        text(&r.fields.way),
+        text(&r.fields.place),
+        text(&r.fields.agent_code),
+        text(&r.fields.url),
+        r.message(),
+    ]
+}
+
+/// Writes the rejects of `validate` (atomically).
+pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
+    atomic_csv(path, |w| {
+        w.write_record(REJECTS_HEADER)?;
+        for r in rejects {
+            w.write_record(reject_line(r))?;
+        }
+        Ok(())
+    })
 }
 
 /// Counts of what was written.
@@ -220,12 +268,24 @@ mod tests {
             message: "Unknown document".into(),
             details: "documentReference: not found".into(),
             attempts: 1,
+            fields: crate::input::OptionalFields {
+                way: Some("Import".into()),
+                agent_code: Some("CCGM".into()),
+                ..Default::default()
+            },
         };
         let line = failure_line(&row);
-        assert_eq!(line[0], "12");
-        assert_eq!(line[2], "failed");
-        assert_eq!(line[3], "400");
-        assert_eq!(line[7], "1");
+        let column = |name: &str| {
+            let i = FAILURES_HEADER.iter().position(|h| *h == name).unwrap();
+            line[i].as_str()
+        };
+        assert_eq!(column("line"), "12");
+        assert_eq!(column("way"), "Import");
+        assert_eq!(column("place"), "");
+        assert_eq!(column("agentCode"), "CCGM");
+        assert_eq!(column("status"), "failed");
+        assert_eq!(column("httpStatus"), "400");
+        assert_eq!(column("attempts"), "1");
         assert_eq!(line.len(), FAILURES_HEADER.len());
     }
 

@@ -110,6 +110,10 @@ fn sample_file_end_to_end_against_the_sandbox() {
         [
             "line",
             "documentReference",
+            "way",
+            "place",
+            "agentCode",
+            "url",
             "status",
             "httpStatus",
             "code",

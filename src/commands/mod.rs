@@ -1,8 +1,12 @@
 //! One module per subcommand; each exposes an `execute` that returns how
 //! the command ended.
 
+pub mod export;
+pub mod resume;
 pub mod run;
 pub mod sandbox;
+pub mod status;
+pub mod validate;
 
 /// Prints to stdout without panicking when nobody reads it any more
 /// (`trackmass ... | head`, a closed pipe in a scheduler): output is a

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +20,8 @@ use crate::progress::{self, BarSlot, Progress, Totals};
 use crate::report;
 use crate::sandbox;
 use crate::secret::Secret;
-use crate::store::{LoadCounts, PendingItem, RunId, Status, Store, Writer};
+use crate::store::{LoadCounts, PendingItem, RunId, RunRecord, Status, Store, Writer, now_rfc3339};
+use crate::summary::{ErrorSummary, Summary};
 
 /// Rejected rows shown in the log before the rest are only counted.
 const REJECTS_LOGGED: u64 = 20;
@@ -29,164 +29,157 @@ const REJECTS_LOGGED: u64 = 20;
 /// Pending rows read from the state per query.
 const PAGE_ROWS: usize = 512;
 
-/// Settings that shape the terminal rather than the run.
+/// What a command gets from its surroundings besides its settings.
 #[derive(Clone)]
 pub struct Ui {
     pub quiet: bool,
     pub slot: BarSlot,
+    /// Where credentials are looked up: the environment, then the
+    /// configuration file.
+    pub secrets: SecretLookup,
 }
 
-/// What a run did, as printed at the end and stored in the state file.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub input: String,
-    pub state: String,
-    #[serde(flatten)]
-    pub load: LoadCounts,
-    pub tracked: u64,
-    pub handling_units: u64,
-    pub failed: u64,
-    pub pending: u64,
-    pub requests: u64,
-    pub resent_after_interruption: u64,
-    /// 429 answers met, and the lowest share of --rate the pace fell to.
-    pub throttled: u64,
-    pub lowest_pace_percent: f64,
-    /// Why the run stopped before the end, when it did.
-    pub stopped_by: Option<String>,
-    pub elapsed_seconds: f64,
-    pub outcome: Exit,
-    pub exit_code: u8,
-    pub fatal: Option<String>,
-    pub results: String,
-    pub failures: String,
+/// Looks up a credential by its environment variable's name.
+pub type SecretLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What an invocation works on.
+pub enum Start {
+    /// `run`: read the input into a batch of its own.
+    Load,
+    /// `resume` and `retry`: continue this batch (after `retried` failed
+    /// rows were put back to pending).
+    Continue {
+        command: &'static str,
+        batch: Box<RunRecord>,
+        retried: u64,
+    },
 }
 
-impl Summary {
-    /// The one-line summary printed at the end.
-    pub fn line(&self) -> String {
-        let mut tracked = format!("{} tracked", self.tracked);
-        if self.load.already_tracked > 0 {
-            tracked.push_str(&format!(" ({} before this run)", self.load.already_tracked));
+/// `trackmass run`: checks, takes the state, loads the input and sends.
+pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
+    let started = Started::now();
+    let result = async {
+        // Credentials first: fail before doing any work.
+        let credentials = credentials(&config, &ui)?;
+        check_paths(&config)?;
+        // One process per state file; held until this function returns.
+        let _lock = crate::lock::acquire(&config.state, "run")?;
+        let mut store = Store::open(&config.state)?;
+        let config_json =
+            serde_json::to_string(&config).context("cannot serialize the configuration")?;
+        // Runs are recorded by the input's identity, as rows are.
+        let run = store.begin_run("run", Some(&canonical_source(&config.input)), &config_json)?;
+        session(&config, &ui, store, run, Start::Load, credentials, &started).await
+    }
+    .await;
+    finish_with_error(result, "run", &config, &started)
+}
+
+/// When a command fails outright, its summary and metrics files still say
+/// so (a scheduler must not read yesterday's files as today's).
+pub fn finish_with_error(
+    result: Result<Exit>,
+    command: &str,
+    config: &RunConfig,
+    started: &Started,
+) -> Result<Exit> {
+    let Err(error) = result else {
+        return result;
+    };
+    // A usage error may be about these very paths (--summary naming the
+    // input): write nothing then.
+    if error.downcast_ref::<crate::error::UsageError>().is_some() {
+        return Err(error);
+    }
+    let summary = ErrorSummary {
+        command: command.to_string(),
+        state: config.state.display().to_string(),
+        started_at: started.at.clone(),
+        ended_at: now_rfc3339(),
+        outcome: "error",
+        exit_code: crate::error::exit_code(&error),
+        error: format!("{error:#}"),
+    };
+    if let Some(path) = &config.summary
+        && let Ok(json) = serde_json::to_vec_pretty(&summary)
+        && let Err(e) = report::write_atomic(path, &json)
+    {
+        tracing::error!("{e:#}");
+    }
+    if let Some(path) = &config.metrics
+        && let Err(e) = report::write_atomic(path, summary.prometheus().as_bytes())
+    {
+        tracing::error!("{e:#}");
+    }
+    Err(error)
+}
+
+/// When a command started, for durations and for the summary.
+pub struct Started {
+    pub instant: Instant,
+    pub at: String,
+}
+
+impl Started {
+    pub fn now() -> Started {
+        Started {
+            instant: Instant::now(),
+            at: now_rfc3339(),
         }
-        let mut parts = vec![tracked, format!("{} handling units", self.handling_units)];
-        let mut count = |n: u64, what: &str| {
-            if n > 0 {
-                parts.push(format!("{n} {what}"));
-            }
-        };
-        count(self.load.rejected, "rejected");
-        count(self.failed, "failed");
-        count(self.load.duplicates, "duplicate rows");
-        count(self.pending, "pending");
-        let rate = if self.elapsed_seconds > 0.0 {
-            self.requests as f64 / self.elapsed_seconds
-        } else {
-            0.0
-        };
-        let mut line = format!(
-            "{}: {} rows → {}; {} requests in {:.1}s ({:.1}/s)",
-            self.input,
-            self.load.rows,
-            parts.join(", "),
-            self.requests,
-            self.elapsed_seconds,
-            rate
-        );
-        if self.resent_after_interruption > 0 {
-            line.push_str(&format!(
-                ", {} re-sent after interruption",
-                self.resent_after_interruption
-            ));
-        }
-        if self.throttled > 0 {
-            line.push_str(&format!(
-                ", {} answered 429 (pace down to {}% of --rate)",
-                self.throttled, self.lowest_pace_percent
-            ));
-        }
-        line.push_str(&format!(". Wrote {} and {}.", self.results, self.failures));
-        match self.outcome {
-            Exit::Interrupted => line.push_str(&format!(
-                " Stopped ({}): run the same command again to continue.",
-                self.stopped_by.as_deref().unwrap_or("interrupted")
-            )),
-            Exit::Fatal => {
-                line.push_str(" Stopped: fix the error above and run the same command again.")
-            }
-            _ => {}
-        }
-        line
     }
 }
 
-/// Runs the job. Returns how it ended; errors are fatal before or after
-/// dispatch (configuration, credentials, I/O).
-pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
-    let started = Instant::now();
+/// The credentials a run will use, checked before anything else is done;
+/// `None` for `--sandbox`, which brings its own.
+pub fn credentials(config: &RunConfig, ui: &Ui) -> Result<Option<Credentials>> {
+    if config.sandbox {
+        return Ok(None);
+    }
+    let lookup = ui.secrets.clone();
+    Credentials::from_lookup(move |name| lookup(name))
+        .map(Some)
+        .map_err(anyhow::Error::msg)
+}
 
-    // Credentials first: fail before doing any work.
-    let (sandbox, credentials, base_url, token_url) = if config.sandbox {
-        let sb = sandbox::start(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            sandbox::Config::default(),
-        )
-        .await
-        .context("cannot start the sandbox")?;
-        tracing::info!("sandbox listening on http://{}", sb.addr());
-        let credentials = Credentials {
-            api_key: Secret::new(sandbox::API_KEY),
-            token: TokenSource::Client {
-                client_id: Secret::new(sandbox::CLIENT_ID),
-                client_secret: Secret::new(sandbox::CLIENT_SECRET),
-            },
-        };
-        let (b, t) = (sb.base_url(), sb.token_url());
-        (Some(sb), credentials, b, t)
-    } else {
-        let credentials = Credentials::from_lookup(|name| std::env::var(name).ok())
-            .map_err(anyhow::Error::msg)?;
-        (
-            None,
-            credentials,
-            config.base_url.clone(),
-            config.token_url.clone(),
-        )
+/// Sends the pending rows of a batch (after loading the input for `run`),
+/// then writes the result files, the summary and the metrics.
+pub async fn session(
+    config: &RunConfig,
+    ui: &Ui,
+    mut store: Store,
+    invocation: RunId,
+    start: Start,
+    credentials: Option<Credentials>,
+    started: &Started,
+) -> Result<Exit> {
+    let (sandbox, api) = connect(config, credentials).await?;
+    let (command, batch, retried) = match &start {
+        Start::Load => ("run", invocation, 0),
+        Start::Continue {
+            command,
+            batch,
+            retried,
+        } => (*command, batch.id, *retried),
     };
-    let api = Api::new(
-        &ApiSettings {
-            base_url,
-            token_url,
-            timeout: config.dispatch.timeout,
-            send_grant_type: config.send_grant_type,
-            pool: config.dispatch.concurrency,
-        },
-        credentials,
-    )?;
-
-    check_paths(&config)?;
-    // One process per state file; held until this function returns.
-    let _lock = crate::lock::acquire(&config.state, "run")?;
-    let mut store = Store::open(&config.state)?;
-    let config_json =
-        serde_json::to_string(&config).context("cannot serialize the configuration")?;
-    // Runs are recorded by the input's identity, as rows are.
-    let run = store.begin_run("run", Some(&canonical_source(&config.input)), &config_json)?;
-
-    let outcome = run_loaded(&config, &ui, &mut store, run, api, started).await;
-    let summary = match outcome {
+    let outcome = work(
+        config, ui, &mut store, invocation, batch, &start, api, started,
+    )
+    .await;
+    let mut summary = match outcome {
         Ok(summary) => summary,
         Err(e) => {
             let _ = store.end_run(
-                run,
+                invocation,
                 "error",
                 &serde_json::json!({"error": format!("{e:#}")}).to_string(),
             );
             return Err(e);
         }
     };
+    summary.command = command.to_string();
+    summary.retried = retried;
     store.end_run(
-        run,
+        invocation,
         match summary.outcome {
             Exit::Success => "completed",
             Exit::RowsFailed => "completed_with_failures",
@@ -202,6 +195,9 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         let json = serde_json::to_vec_pretty(&summary).context("cannot serialize the summary")?;
         report::write_atomic(path, &json)?;
     }
+    if let Some(path) = &config.metrics {
+        report::write_atomic(path, summary.prometheus().as_bytes())?;
+    }
     super::print_stdout(&format!("trackmass: {}\n", summary.line()));
     if let Some(sb) = sandbox {
         let _ = sb.shutdown().await;
@@ -209,26 +205,79 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
     Ok(summary.outcome)
 }
 
-async fn run_loaded(
+/// The API client, against the in-process sandbox for `--sandbox`.
+async fn connect(
+    config: &RunConfig,
+    credentials: Option<Credentials>,
+) -> Result<(Option<sandbox::Sandbox>, Api)> {
+    let (sandbox, credentials, base_url, token_url) = match credentials {
+        Some(credentials) => (
+            None,
+            credentials,
+            config.base_url.clone(),
+            config.token_url.clone(),
+        ),
+        None => {
+            let sb = sandbox::start(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                sandbox::Config::default(),
+            )
+            .await
+            .context("cannot start the sandbox")?;
+            tracing::info!("sandbox listening on http://{}", sb.addr());
+            let credentials = Credentials {
+                api_key: Secret::new(sandbox::API_KEY),
+                token: TokenSource::Client {
+                    client_id: Secret::new(sandbox::CLIENT_ID),
+                    client_secret: Secret::new(sandbox::CLIENT_SECRET),
+                },
+            };
+            let (b, t) = (sb.base_url(), sb.token_url());
+            (Some(sb), credentials, b, t)
+        }
+    };
+    let api = Api::new(
+        &ApiSettings {
+            base_url,
+            token_url,
+            timeout: config.dispatch.timeout,
+            send_grant_type: config.send_grant_type,
+            pool: config.dispatch.concurrency,
+        },
+        credentials,
+    )?;
+    Ok((sandbox, api))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn work(
     config: &RunConfig,
     ui: &Ui,
     store: &mut Store,
-    run: RunId,
+    invocation: RunId,
+    batch: RunId,
+    start: &Start,
     api: Api,
-    started: Instant,
+    started: &Started,
 ) -> Result<Summary> {
-    let source = canonical_source(&config.input);
-    // Reading and validating a big file takes seconds: let the runtime move
-    // its other tasks (the in-process sandbox, signals) to another thread.
-    let load = tokio::task::block_in_place(|| load_input(config, store, run, &source))?;
-    let recovered = store.recover_in_flight(run)?;
+    let load = match start {
+        Start::Load => {
+            let source = canonical_source(&config.input);
+            // Reading and validating a big file takes seconds: let the
+            // runtime move its other tasks (the in-process sandbox, signals)
+            // to another thread.
+            tokio::task::block_in_place(|| load_input(config, store, batch, &source))?
+        }
+        Start::Continue { .. } => LoadCounts::default(),
+    };
+    let recovered = store.recover_in_flight(batch)?;
     if recovered > 0 {
         tracing::warn!(
             "{recovered} rows were in flight when an earlier run stopped; they will be sent again"
         );
     }
 
-    let before = store.status_counts(Some(run))?;
+    let before = store.status_counts(Some(batch))?;
     let pending = before.get(Status::Pending);
     let total = Status::ALL
         .iter()
@@ -251,14 +300,28 @@ async fn run_loaded(
             progress::eta(pending, Some(config.dispatch.rate.per_second()))
                 .map_or_else(|| "unknown".into(), progress::format_duration)
         );
-        let (r, i) = send_pending(config, ui, store.path(), run, api, totals, started).await?;
+        let (r, i) = send_pending(
+            config,
+            ui,
+            store.path(),
+            Batch {
+                invocation,
+                id: batch,
+            },
+            api,
+            totals,
+            started.instant,
+        )
+        .await?;
         report = r;
         interrupted = i;
+    } else {
+        tracing::info!("nothing to send");
     }
 
-    let after = store.status_counts(Some(run))?;
+    let after = store.status_counts(Some(batch))?;
     let written = tokio::task::block_in_place(|| {
-        report::write_reports(store, Some(run), &config.out, &config.failures)
+        report::write_reports(store, Some(batch), &config.out, &config.failures)
     })?;
     tracing::debug!(?written, "result files written");
     let failed = after.failures() - after.get(Status::Rejected);
@@ -273,9 +336,13 @@ async fn run_loaded(
         Exit::Success
     };
     Ok(Summary {
+        command: "run".into(),
         input: config.input.display().to_string(),
         state: config.state.display().to_string(),
+        started_at: started.at.clone(),
+        ended_at: now_rfc3339(),
         load,
+        retried: 0,
         tracked: after.get(Status::Tracked),
         handling_units: after.units,
         failed,
@@ -285,13 +352,21 @@ async fn run_loaded(
         throttled: report.throttled,
         lowest_pace_percent: (report.lowest_pace * 100.0).round(),
         stopped_by: interrupted,
-        elapsed_seconds: started.elapsed().as_secs_f64(),
+        elapsed_seconds: started.instant.elapsed().as_secs_f64(),
         outcome,
         exit_code: outcome.code(),
         fatal: report.fatal,
         results: config.out.display().to_string(),
         failures: config.failures.display().to_string(),
     })
+}
+
+/// The rows being worked on (`id`, the batch) and the invocation working
+/// on them (recorded with each answer).
+#[derive(Clone, Copy)]
+struct Batch {
+    invocation: RunId,
+    id: RunId,
 }
 
 /// Where a path points, whether or not the file exists yet: its directory
@@ -313,7 +388,7 @@ fn identity(path: &Path) -> std::path::PathBuf {
 
 /// Refuses output paths that would overwrite the state file (or its
 /// companions), the input, or each other.
-fn check_paths(config: &RunConfig) -> Result<(), crate::error::UsageError> {
+pub fn check_paths(config: &RunConfig) -> Result<(), crate::error::UsageError> {
     let state = &config.state;
     let mut protected = vec![("--state", identity(state))];
     for suffix in ["-wal", "-shm", ".lock"] {
@@ -325,6 +400,9 @@ fn check_paths(config: &RunConfig) -> Result<(), crate::error::UsageError> {
     let mut outputs = vec![("--out", &config.out), ("--failures", &config.failures)];
     if let Some(summary) = &config.summary {
         outputs.push(("--summary", summary));
+    }
+    if let Some(metrics) = &config.metrics {
+        outputs.push(("--metrics", metrics));
     }
     for (flag, path) in outputs {
         let id = identity(path);
@@ -407,17 +485,17 @@ async fn send_pending(
     config: &RunConfig,
     ui: &Ui,
     state: &Path,
-    run: RunId,
+    batch: Batch,
     api: Api,
     totals: Totals,
     started: Instant,
 ) -> Result<(DispatchReport, Option<String>)> {
-    let writer = Arc::new(Writer::spawn(state, run)?);
+    let writer = Arc::new(Writer::spawn(state, batch.invocation)?);
     let (tx, rx) = mpsc::channel::<PendingItem>(PAGE_ROWS * 2);
     let reader = Store::open_read_only(state)?;
     let feeder = std::thread::Builder::new()
         .name("state-reader".into())
-        .spawn(move || feed(reader, run, tx))
+        .spawn(move || feed(reader, batch.id, tx))
         .context("cannot start the state reader thread")?;
 
     let display = progress_display(config.progress, config.progress_interval, ui);

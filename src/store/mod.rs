@@ -16,11 +16,15 @@ use anyhow::{Context, Result, anyhow, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::input::{Reject, Row, ValidRow};
+use crate::input::{OptionalFields, Reject, Row, ValidRow};
+
+mod history;
+
+pub use history::{FailureGroup, Overview, RunRecord};
 
 /// Version of the schema this build writes. A file with a higher
 /// `user_version` was written by a newer trackmass and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE runs (
@@ -31,7 +35,10 @@ CREATE TABLE runs (
     started_at  TEXT NOT NULL,
     ended_at    TEXT,
     outcome     TEXT,
-    summary     TEXT
+    summary     TEXT,
+    -- The run whose input rows this invocation works on (items.seen_run):
+    -- its own id for `run`, the continued run's for `resume` and `retry`.
+    batch       INTEGER
 );
 CREATE TABLE items (
     id                 INTEGER PRIMARY KEY,
@@ -52,7 +59,10 @@ CREATE TABLE items (
     units              TEXT,
     unit_count         INTEGER,
     answered_run       INTEGER,
-    updated_at         TEXT
+    updated_at         TEXT,
+    -- A rejected row's way, place, agentCode and url as read (JSON): it has
+    -- no payload, and failures.csv gives them back for correction.
+    fields             TEXT
 );
 CREATE UNIQUE INDEX items_payload ON items(payload) WHERE payload IS NOT NULL;
 CREATE INDEX items_pending ON items(seen_run, id) WHERE status = 'pending';
@@ -286,6 +296,18 @@ impl Store {
         if version == SCHEMA_VERSION {
             return Ok(());
         }
+        if version == 1 {
+            conn.execute_batch(&format!(
+                "BEGIN;
+                 ALTER TABLE runs ADD COLUMN batch INTEGER;
+                 UPDATE runs SET batch = id WHERE command = 'run';
+                 ALTER TABLE items ADD COLUMN fields TEXT;
+                 PRAGMA user_version = {SCHEMA_VERSION};
+                 COMMIT;"
+            ))
+            .map_err(|e| sqlite_error(path, e))?;
+            return Ok(());
+        }
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .map_err(|e| sqlite_error(path, e))?;
@@ -304,28 +326,6 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Records the start of an invocation.
-    pub fn begin_run(&mut self, command: &str, input: Option<&str>, config: &str) -> Result<RunId> {
-        self.conn
-            .execute(
-                "INSERT INTO runs (command, input, config, started_at) VALUES (?1, ?2, ?3, ?4)",
-                params![command, input, config, now_rfc3339()],
-            )
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    /// Records how an invocation ended.
-    pub fn end_run(&mut self, run: RunId, outcome: &str, summary: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE runs SET ended_at = ?2, outcome = ?3, summary = ?4 WHERE id = ?1",
-                params![run, now_rfc3339(), outcome, summary],
-            )
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        Ok(())
     }
 
     /// Starts loading an input: one transaction per call to [`Loader::add`].
@@ -505,7 +505,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT line, document_reference, status, http_status, code, message, details, attempts
+                "SELECT line, document_reference, status, http_status, code, message, details, attempts,
+                        coalesce(fields, payload)
                  FROM items
                  WHERE status IN ('rejected', 'failed', 'exhausted', 'bad_response')
                    AND (?1 IS NULL OR seen_run = ?1)
@@ -536,6 +537,12 @@ impl Store {
                 message: get_text(5)?,
                 details: get_text(6)?,
                 attempts: row.get(7).map_err(|e| sqlite_error(&self.path, e))?,
+                fields: {
+                    let json: Option<String> =
+                        row.get(8).map_err(|e| sqlite_error(&self.path, e))?;
+                    json.and_then(|j| serde_json::from_str(&j).ok())
+                        .unwrap_or_default()
+                },
             })?;
         }
         Ok(())
@@ -577,6 +584,8 @@ pub struct FailureRow {
     pub message: String,
     pub details: String,
     pub attempts: u32,
+    /// way, place, agentCode and url as sent (or, for a reject, as read).
+    pub fields: OptionalFields,
 }
 
 /// Rows per status, plus handling units found.
@@ -634,8 +643,8 @@ impl Loader<'_> {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO items (source, line, document_reference, payload, status, seen_run,
-                                        message, details, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                        message, details, updated_at, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(|e| sqlite_error(&path, e))?;
             let mut see = tx
@@ -651,6 +660,8 @@ impl Loader<'_> {
                     Row::Rejected(r) => {
                         self.counts.rejected += 1;
                         let (message, details) = reject_text(r);
+                        let fields = serde_json::to_string(&r.fields)
+                            .map_err(|e| anyhow!("cannot serialize a row's fields: {e}"))?;
                         insert
                             .execute(params![
                                 self.source,
@@ -661,7 +672,8 @@ impl Loader<'_> {
                                 self.run,
                                 message,
                                 details,
-                                now
+                                now,
+                                fields
                             ])
                             .map_err(|e| sqlite_error(&path, e))?;
                     }
@@ -717,7 +729,8 @@ impl Loader<'_> {
                 run,
                 Option::<String>::None,
                 Option::<String>::None,
-                now
+                now,
+                Option::<String>::None
             ])?;
             return Ok(LoadClass::New);
         };
@@ -1017,6 +1030,7 @@ mod tests {
         Row::Rejected(Reject {
             line,
             document_reference: String::new(),
+            fields: Default::default(),
             problems: vec![Problem {
                 field: "documentReference",
                 message: "is empty".into(),

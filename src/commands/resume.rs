@@ -1,0 +1,117 @@
+//! `trackmass resume` and `trackmass retry`: continue the last run of a
+//! state file with the settings it was started with.
+
+use anyhow::{Context, Result};
+
+use super::run::{self, Start, Started, Ui};
+use crate::cli::{ContinueArgs, RetryStatus};
+use crate::config::RunConfig;
+use crate::error::{Exit, UsageError};
+use crate::store::{Status, Store};
+
+/// Continues the last batch; with `requeue`, first puts its failed rows in
+/// those statuses back to pending.
+pub async fn execute(
+    command: &'static str,
+    args: &ContinueArgs,
+    requeue: &[RetryStatus],
+    ui: Ui,
+) -> Result<Exit> {
+    let started = Started::now();
+    if !args.state.is_file() {
+        return Err(UsageError(format!(
+            "{}: no such state file; start with `trackmass run INPUT --state {}`",
+            args.state.display(),
+            args.state.display()
+        ))
+        .into());
+    }
+    let _lock = crate::lock::acquire(&args.state, command)?;
+    let mut store = Store::open(&args.state)?;
+    let Some(batch) = store.latest_batch()? else {
+        return Err(UsageError(format!(
+            "{}: no run to continue in this state file; start one with `trackmass run INPUT`",
+            args.state.display()
+        ))
+        .into());
+    };
+    let mut config: RunConfig = serde_json::from_str(&batch.config).with_context(|| {
+        format!(
+            "{}: the settings of run #{} cannot be read back",
+            args.state.display(),
+            batch.id
+        )
+    })?;
+    config.rebase();
+    apply_overrides(&mut config, args);
+
+    let result = async {
+        let credentials = run::credentials(&config, &ui)?;
+        run::check_paths(&config)?;
+        let statuses: Vec<Status> = requeue.iter().map(|s| status_of(*s)).collect();
+        let retried = if statuses.is_empty() {
+            0
+        } else {
+            let n = store.requeue(batch.id, &statuses)?;
+            let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+            tracing::info!(
+                "{n} rows ({}) put back to pending",
+                names.join(", ")
+            );
+            if statuses.contains(&Status::BadResponse) && n > 0 {
+                tracing::warn!(
+                    "bad_response rows may already have a tracking: sending them again may create a second one"
+                );
+            }
+            n
+        };
+        let config_json =
+            serde_json::to_string(&config).context("cannot serialize the configuration")?;
+        let invocation = store.begin_continuation(command, &batch, &config_json)?;
+        let start = Start::Continue {
+            command,
+            batch: Box::new(batch),
+            retried,
+        };
+        run::session(&config, &ui, store, invocation, start, credentials, &started).await
+    }
+    .await;
+    run::finish_with_error(result, command, &config, &started)
+}
+
+fn status_of(s: RetryStatus) -> Status {
+    match s {
+        RetryStatus::Exhausted => Status::Exhausted,
+        RetryStatus::Failed => Status::Failed,
+        RetryStatus::BadResponse => Status::BadResponse,
+    }
+}
+
+/// The settings `resume` and `retry` may change.
+fn apply_overrides(config: &mut RunConfig, args: &ContinueArgs) {
+    config.state = args.state.clone();
+    if let Some(out) = &args.out {
+        config.out = out.clone();
+    }
+    if let Some(failures) = &args.failures {
+        config.failures = failures.clone();
+    }
+    if args.summary.is_some() {
+        config.summary = args.summary.clone();
+    }
+    if args.metrics.is_some() {
+        config.metrics = args.metrics.clone();
+    }
+    if let Some(rate) = args.rate {
+        config.dispatch.rate = rate;
+    }
+    if let Some(n) = args.concurrency {
+        config.dispatch.concurrency = usize::from(n);
+    }
+    if args.max_duration.is_some() {
+        config.max_duration = args.max_duration;
+    }
+    if let Some(p) = args.progress {
+        config.progress = p;
+    }
+}

@@ -1,0 +1,223 @@
+//! `trackmass status`: where a state file stands, read-only.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+use crate::error::{Exit, UsageError};
+use crate::lock::Holder;
+use crate::store::{FailureGroup, Overview, RunRecord, Status, StatusCounts, Store};
+
+/// Everything `status` shows; `--json` prints it as is.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub state: String,
+    /// Rows of the whole state file by status, and their total.
+    pub rows: Counts,
+    pub handling_units: u64,
+    /// Rows a run was sending when it stopped or died: the next run sends
+    /// them again.
+    pub in_flight_at_interruption: u64,
+    pub failures: Vec<FailureGroup>,
+    /// The rows of the last run's input (what `resume`, `retry` and
+    /// `export` work on).
+    pub last_batch: Option<Batch>,
+    /// The process running on this state file now, if any.
+    pub running: Option<Holder>,
+    pub runs: Vec<RunRecord>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Counts {
+    pub total: u64,
+    pub pending: u64,
+    pub tracked: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub exhausted: u64,
+    pub bad_response: u64,
+}
+
+impl From<&StatusCounts> for Counts {
+    fn from(c: &StatusCounts) -> Counts {
+        Counts {
+            total: Status::ALL.iter().map(|s| c.get(*s)).sum(),
+            pending: c.get(Status::Pending),
+            tracked: c.get(Status::Tracked),
+            rejected: c.get(Status::Rejected),
+            failed: c.get(Status::Failed),
+            exhausted: c.get(Status::Exhausted),
+            bad_response: c.get(Status::BadResponse),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Batch {
+    pub run: i64,
+    pub input: Option<String>,
+    pub rows: Counts,
+    pub handling_units: u64,
+}
+
+pub fn execute(args: &StatusArgs) -> Result<Exit> {
+    let report = gather(&args.state)?;
+    let text = if args.json {
+        let mut json = serde_json::to_string_pretty(&report)?;
+        json.push('\n');
+        json
+    } else {
+        render(&report)
+    };
+    super::print_stdout(&text);
+    Ok(Exit::Success)
+}
+
+/// Reads the state file (never writing it: a run may hold it).
+pub fn gather(state: &Path) -> Result<Report> {
+    if !state.is_file() {
+        return Err(UsageError(format!(
+            "{}: no such state file (pass --state PATH)",
+            state.display()
+        ))
+        .into());
+    }
+    let store = Store::open_read_only(state)?;
+    let Overview {
+        counts,
+        in_flight,
+        interrupted,
+        failures,
+    } = store.overview()?;
+    let last_batch = match store.latest_batch()? {
+        Some(batch) => {
+            let c = store.status_counts(Some(batch.id))?;
+            Some(Batch {
+                run: batch.id,
+                input: batch.input,
+                rows: Counts::from(&c),
+                handling_units: c.units,
+            })
+        }
+        None => None,
+    };
+    let runs = store.runs()?;
+    let running = runs
+        .last()
+        .filter(|r| r.ended_at.is_none())
+        .and_then(|_| crate::lock::holder(state));
+    Ok(Report {
+        state: state.display().to_string(),
+        rows: Counts::from(&counts),
+        handling_units: counts.units,
+        in_flight_at_interruption: in_flight + interrupted,
+        failures,
+        last_batch,
+        running,
+        runs,
+    })
+}
+
+/// The report for a terminal.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: {} distinct rows", r.state, r.rows.total);
+    let line = |out: &mut String, name: &str, n: u64, note: String| {
+        let _ = writeln!(out, "  {name:<13}{n:>9}{note}");
+    };
+    line(
+        &mut out,
+        "tracked",
+        r.rows.tracked,
+        format!("   {} handling units", r.handling_units),
+    );
+    let interrupted = if r.in_flight_at_interruption > 0 {
+        format!(
+            "   {} were in flight at an interruption",
+            r.in_flight_at_interruption
+        )
+    } else {
+        String::new()
+    };
+    line(&mut out, "pending", r.rows.pending, interrupted);
+    line(&mut out, "rejected", r.rows.rejected, String::new());
+    for (name, n, status) in [
+        ("failed", r.rows.failed, Status::Failed),
+        ("exhausted", r.rows.exhausted, Status::Exhausted),
+        ("bad_response", r.rows.bad_response, Status::BadResponse),
+    ] {
+        line(&mut out, name, n, String::new());
+        for g in r.failures.iter().filter(|g| g.status == status) {
+            let what = match (g.http_status, g.code.as_deref()) {
+                (Some(h), Some(c)) => format!("{h} {c}"),
+                (Some(h), None) => h.to_string(),
+                (None, Some(c)) => c.to_string(),
+                (None, None) => "no answer".to_string(),
+            };
+            let _ = writeln!(out, "    {:>9}  {what}", g.rows);
+        }
+    }
+    if let Some(b) = &r.last_batch {
+        let _ = writeln!(
+            out,
+            "\nLast input: {} (run #{}): {} rows, {} tracked, {} pending, {} failed, {} rejected",
+            b.input.as_deref().unwrap_or("?"),
+            b.run,
+            b.rows.total,
+            b.rows.tracked,
+            b.rows.pending,
+            b.rows.failed + b.rows.exhausted + b.rows.bad_response,
+            b.rows.rejected
+        );
+    }
+    if !r.runs.is_empty() {
+        let _ = writeln!(out, "\nRuns:");
+        for run in &r.runs {
+            let ended = match (&run.ended_at, &run.outcome) {
+                (Some(end), Some(outcome)) => format!("→ {end}  {outcome}"),
+                _ if r.running.is_some() && Some(run.id) == r.runs.last().map(|l| l.id) => {
+                    "running".to_string()
+                }
+                _ => "no end recorded (the process died)".to_string(),
+            };
+            let requests = run
+                .summary
+                .as_ref()
+                .and_then(|s| s.get("requests"))
+                .and_then(serde_json::Value::as_u64)
+                .map(|n| format!(", {n} requests"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  #{:<4}{:<8}{} {ended}{requests}",
+                run.id, run.command, run.started_at
+            );
+        }
+    }
+    if let Some(h) = &r.running {
+        let _ = writeln!(
+            out,
+            "\nIn use by trackmass {} (pid {} on {}, since {}).",
+            h.command, h.pid, h.host, h.since
+        );
+    }
+    let next = match &r.last_batch {
+        _ if r.running.is_some() => None,
+        Some(b) if b.rows.pending > 0 => Some(format!(
+            "`trackmass resume --state {}` sends the {} pending rows.",
+            r.state, b.rows.pending
+        )),
+        Some(b) if b.rows.exhausted > 0 => Some(format!(
+            "`trackmass retry --state {}` sends the {} exhausted rows again.",
+            r.state, b.rows.exhausted
+        )),
+        _ => None,
+    };
+    if let Some(next) = next {
+        let _ = writeln!(out, "\nNext: {next}");
+    }
+    out
+}

@@ -1,0 +1,323 @@
+//! `--config trackmass.toml`: settings from a file, flags winning.
+//!
+//! Every top-level key is a long flag (`rate = "50/s"`, `max_duration =
+//! "6h"`, `force = true`; `-` or `_` alike). The file's settings are placed
+//! on the command line right after the subcommand, before the user's own
+//! arguments: clap then reads them with the same parsers and the same
+//! errors, and a flag given on the command line overrides them (flags
+//! override themselves). A key that only another subcommand knows is
+//! ignored, so one file can serve `run`, `resume` and `status`; a key no
+//! subcommand knows is an error. A flag that also reads an environment
+//! variable is taken from the environment when that is set
+//! (flags > environment > file > defaults).
+//!
+//! Credentials may live in a `[credentials]` table (`api_key`, `client_id`,
+//! `client_secret`, `access_token`), only if the file is readable by its
+//! owner alone; the environment wins over them.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::api;
+
+/// Keys of the `[credentials]` table and the variables they stand for.
+pub const CREDENTIAL_KEYS: [(&str, &str); 4] = [
+    ("api_key", api::ENV_API_KEY),
+    ("client_id", api::ENV_CLIENT_ID),
+    ("client_secret", api::ENV_CLIENT_SECRET),
+    ("access_token", api::ENV_ACCESS_TOKEN),
+];
+
+/// A parsed configuration file.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    settings: toml::Table,
+    /// Environment variable name → value.
+    secrets: HashMap<&'static str, String>,
+}
+
+impl ConfigFile {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
+        let mut settings: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut secrets = HashMap::new();
+        if let Some(table) = settings.remove("credentials") {
+            let toml::Value::Table(table) = table else {
+                bail!("{}: `credentials` must be a table", path.display());
+            };
+            for (key, value) in table {
+                let Some((_, var)) = CREDENTIAL_KEYS.iter().find(|(k, _)| *k == key) else {
+                    bail!(
+                        "{}: unknown key `{key}` in [credentials] (known: {})",
+                        path.display(),
+                        CREDENTIAL_KEYS.map(|(k, _)| k).join(", ")
+                    );
+                };
+                let toml::Value::String(value) = value else {
+                    bail!("{}: credentials.{key} must be a string", path.display());
+                };
+                secrets.insert(*var, value);
+            }
+            if !secrets.is_empty() {
+                check_private(path)?;
+            }
+        }
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            settings,
+            secrets,
+        })
+    }
+
+    /// The credential that `var` names, from the file.
+    pub fn secret(&self, var: &str) -> Option<String> {
+        self.secrets.get(var).cloned()
+    }
+
+    /// `argv` with the file's settings for `subcommand` inserted right
+    /// after the subcommand's name. `env` tells whether an environment
+    /// variable is set.
+    pub fn merge_args(
+        &self,
+        command: &clap::Command,
+        argv: &[OsString],
+        env: impl Fn(&str) -> bool,
+    ) -> Result<Vec<OsString>> {
+        let Some(at) = subcommand_position(command, argv) else {
+            return Ok(argv.to_vec());
+        };
+        let name = argv[at].to_string_lossy();
+        let Some(sub) = command.find_subcommand(name.as_ref()) else {
+            return Ok(argv.to_vec());
+        };
+        let mut extra = Vec::new();
+        for (key, value) in &self.settings {
+            let long = key.replace('_', "-");
+            let known_here = sub
+                .get_arguments()
+                .chain(command.get_arguments().filter(|a| a.is_global_set()))
+                .find(|a| a.get_long() == Some(long.as_str()));
+            let Some(arg) = known_here else {
+                let known_elsewhere = command.get_subcommands().any(|s| {
+                    s.get_arguments()
+                        .any(|a| a.get_long() == Some(long.as_str()))
+                }) || command
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(long.as_str()));
+                if known_elsewhere && long != "config" {
+                    continue;
+                }
+                bail!(
+                    "{}: unknown setting `{key}` (settings are long flags without \
+                     the dashes, e.g. rate = \"50/s\"; credentials go in a [credentials] table)",
+                    self.path.display()
+                );
+            };
+            if arg.get_env().is_some_and(|var| env(&var.to_string_lossy())) {
+                continue;
+            }
+            let flag = format!("--{long}");
+            let takes_value = arg.get_action().takes_values();
+            match value {
+                toml::Value::Boolean(b) if !takes_value => {
+                    if *b {
+                        extra.push(OsString::from(flag));
+                    }
+                }
+                toml::Value::Array(items) if takes_value => {
+                    extra.push(OsString::from(&flag));
+                    for item in items {
+                        extra.push(OsString::from(scalar(&self.path, key, item)?));
+                    }
+                }
+                other if takes_value => {
+                    extra.push(OsString::from(format!(
+                        "{flag}={}",
+                        scalar(&self.path, key, other)?
+                    )));
+                }
+                _ => bail!(
+                    "{}: setting `{key}` is a switch: write {key} = true or false",
+                    self.path.display()
+                ),
+            }
+        }
+        let mut merged = argv[..=at].to_vec();
+        merged.extend(extra);
+        merged.extend_from_slice(&argv[at + 1..]);
+        Ok(merged)
+    }
+}
+
+/// A setting's value as it would be written on the command line.
+fn scalar(path: &Path, key: &str, value: &toml::Value) -> Result<String> {
+    Ok(match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        _ => bail!(
+            "{}: setting `{key}` must be a string, a number or a boolean",
+            path.display()
+        ),
+    })
+}
+
+/// Where the subcommand's name is in `argv`: the first word that is
+/// neither a global flag nor a global flag's value.
+fn subcommand_position(command: &clap::Command, argv: &[OsString]) -> Option<usize> {
+    let valued: Vec<String> = command
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let word = argv[i].to_string_lossy();
+        if word == "--" {
+            return None;
+        }
+        if word.starts_with('-') {
+            if valued.iter().any(|v| *v == word) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        return Some(i);
+    }
+    None
+}
+
+/// A file holding credentials must be private to its owner.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot read the configuration file", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{}: holds credentials but is readable by group or others (mode {:o}); \
+             run `chmod 600 {}`, or keep the credentials in the environment",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn file(text: &str) -> ConfigFile {
+        ConfigFile {
+            path: PathBuf::from("t.toml"),
+            settings: text.parse().unwrap(),
+            secrets: HashMap::new(),
+        }
+    }
+
+    fn merged(config: &str, argv: &[&str]) -> Result<Vec<String>> {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let args = file(config).merge_args(&crate::cli::Cli::command(), &argv, |_| false)?;
+        Ok(args
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect())
+    }
+
+    #[test]
+    fn settings_go_after_the_subcommand_before_the_users_flags() {
+        let args = merged(
+            "rate = \"50/s\"\nforce = true\nconcurrency = 16\nquiet = false\n",
+            &[
+                "trackmass",
+                "--log-format",
+                "json",
+                "run",
+                "in.csv",
+                "--rate",
+                "5/s",
+            ],
+        )
+        .unwrap();
+        assert_eq!(&args[..4], ["trackmass", "--log-format", "json", "run"]);
+        assert!(args.contains(&"--rate=50/s".to_string()), "{args:?}");
+        assert!(args.contains(&"--force".to_string()), "{args:?}");
+        assert!(args.contains(&"--concurrency=16".to_string()), "{args:?}");
+        assert!(!args.contains(&"--quiet".to_string()), "{args:?}");
+        assert_eq!(&args[args.len() - 3..], ["in.csv", "--rate", "5/s"]);
+    }
+
+    #[test]
+    fn keys_of_other_subcommands_are_skipped_unknown_keys_refused() {
+        let args = merged("rate = \"50/s\"\njson = true\n", &["trackmass", "status"]).unwrap();
+        assert_eq!(args, ["trackmass", "status", "--json"]);
+        let err = merged("rat = \"50/s\"\n", &["trackmass", "run", "x.csv"]).unwrap_err();
+        assert!(err.to_string().contains("unknown setting `rat`"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file_for_flags_that_read_it() {
+        let argv: Vec<OsString> = ["trackmass", "run", "x.csv"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let f = file("base_url = \"https://file.example/v1\"\n");
+        let with_env = f
+            .merge_args(&crate::cli::Cli::command(), &argv, |v| {
+                v == "TRACKMASS_BASE_URL"
+            })
+            .unwrap();
+        assert_eq!(with_env, argv);
+        let without = f
+            .merge_args(&crate::cli::Cli::command(), &argv, |_| false)
+            .unwrap();
+        assert!(
+            without
+                .iter()
+                .any(|a| a == "--base-url=https://file.example/v1")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn credentials_need_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "[credentials]\napi_key = \"k\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("readable by group or others (mode 644)"),
+            "{err}"
+        );
+        assert!(!err.contains("\"k\""), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let f = ConfigFile::load(&path).unwrap();
+        assert_eq!(f.secret(api::ENV_API_KEY).as_deref(), Some("k"));
+        // Settings without credentials may be world-readable.
+        std::fs::write(&path, "rate = \"5/s\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(ConfigFile::load(&path).is_ok());
+    }
+}

@@ -1,0 +1,311 @@
+//! What a run did: the line printed at the end, the `--summary` JSON and
+//! the `--metrics` Prometheus textfile. Pure: the caller writes the files.
+
+use serde::Serialize;
+
+use crate::error::Exit;
+use crate::store::LoadCounts;
+
+/// What a run did, as printed at the end and stored in the state file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// run, resume or retry.
+    pub command: String,
+    pub input: String,
+    pub state: String,
+    /// When it started and ended (RFC 3339, UTC).
+    pub started_at: String,
+    pub ended_at: String,
+    /// Counts from reading the input (all zero for resume and retry).
+    #[serde(flatten)]
+    pub load: LoadCounts,
+    /// Failed rows put back to pending by `retry`.
+    pub retried: u64,
+    pub tracked: u64,
+    pub handling_units: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub requests: u64,
+    pub resent_after_interruption: u64,
+    /// 429 answers met, and the lowest share of --rate the pace fell to.
+    pub throttled: u64,
+    pub lowest_pace_percent: f64,
+    /// Why the run stopped before the end, when it did.
+    pub stopped_by: Option<String>,
+    pub elapsed_seconds: f64,
+    pub outcome: Exit,
+    pub exit_code: u8,
+    pub fatal: Option<String>,
+    pub results: String,
+    pub failures: String,
+}
+
+/// The summary of a command that failed before it could count anything
+/// (no credentials, a bad state file): still written, so that a scheduler
+/// never reads yesterday's file as today's.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorSummary {
+    pub command: String,
+    pub state: String,
+    pub started_at: String,
+    pub ended_at: String,
+    pub outcome: &'static str,
+    pub exit_code: u8,
+    pub error: String,
+}
+
+impl Summary {
+    /// The one-line summary printed at the end.
+    pub fn line(&self) -> String {
+        let mut tracked = format!("{} tracked", self.tracked);
+        if self.load.already_tracked > 0 {
+            tracked.push_str(&format!(" ({} before this run)", self.load.already_tracked));
+        }
+        let mut parts = vec![tracked, format!("{} handling units", self.handling_units)];
+        let mut count = |n: u64, what: &str| {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        };
+        count(self.load.rejected, "rejected");
+        count(self.failed, "failed");
+        count(self.load.duplicates, "duplicate rows");
+        count(self.pending, "pending");
+        let rate = if self.elapsed_seconds > 0.0 {
+            self.requests as f64 / self.elapsed_seconds
+        } else {
+            0.0
+        };
+        let head = match self.command.as_str() {
+            "run" => {
+                let mut head = format!("{}: {} rows", self.input, self.load.rows);
+                if self.load.new > 0 && self.load.new != self.load.rows {
+                    head.push_str(&format!(" ({} new)", self.load.new));
+                }
+                head
+            }
+            "retry" => format!("{} (retry of {} rows)", self.input, self.retried),
+            other => format!("{} ({other})", self.input),
+        };
+        let mut line = format!(
+            "{head} → {}; {} requests in {:.1}s ({:.1}/s)",
+            parts.join(", "),
+            self.requests,
+            self.elapsed_seconds,
+            rate
+        );
+        if self.resent_after_interruption > 0 {
+            line.push_str(&format!(
+                ", {} re-sent after interruption",
+                self.resent_after_interruption
+            ));
+        }
+        if self.throttled > 0 {
+            line.push_str(&format!(
+                ", {} answered 429 (pace down to {}% of --rate)",
+                self.throttled, self.lowest_pace_percent
+            ));
+        }
+        line.push_str(&format!(". Wrote {} and {}.", self.results, self.failures));
+        if self.load.already_failed > 0 {
+            line.push_str(&format!(
+                " {} rows failed in an earlier run and were not sent again \
+                 (trackmass retry sends them).",
+                self.load.already_failed
+            ));
+        }
+        match self.outcome {
+            Exit::Interrupted => line.push_str(&format!(
+                " Stopped ({}): run `trackmass resume` to continue.",
+                self.stopped_by.as_deref().unwrap_or("interrupted")
+            )),
+            Exit::Fatal => line.push_str(
+                " Stopped: fix the error above, then run `trackmass resume` to continue.",
+            ),
+            _ => {}
+        }
+        line
+    }
+
+    /// The summary as a Prometheus textfile (for node_exporter's textfile
+    /// collector): gauges describing the last run.
+    pub fn prometheus(&self) -> String {
+        let mut out = Metrics::default();
+        out.gauge(
+            "trackmass_last_run_rows",
+            "Rows of the last run by outcome.",
+            &[
+                ("read", self.load.rows as f64),
+                ("new", self.load.new as f64),
+                ("duplicate", self.load.duplicates as f64),
+                ("rejected", self.load.rejected as f64),
+                ("already_tracked", self.load.already_tracked as f64),
+                ("tracked", self.tracked as f64),
+                ("failed", self.failed as f64),
+                ("pending", self.pending as f64),
+            ],
+            "outcome",
+        );
+        out.single(
+            "trackmass_last_run_handling_units",
+            "Handling units of the tracked rows.",
+            self.handling_units as f64,
+        );
+        out.single(
+            "trackmass_last_run_requests",
+            "POST requests sent (every attempt).",
+            self.requests as f64,
+        );
+        out.single(
+            "trackmass_last_run_throttled",
+            "429 answers met.",
+            self.throttled as f64,
+        );
+        out.single(
+            "trackmass_last_run_resent_after_interruption",
+            "Rows sent again because a run stopped while they were in flight.",
+            self.resent_after_interruption as f64,
+        );
+        out.single(
+            "trackmass_last_run_duration_seconds",
+            "Wall time of the last run.",
+            self.elapsed_seconds,
+        );
+        out.common(self.exit_code, &self.ended_at);
+        out.text
+    }
+}
+
+impl ErrorSummary {
+    pub fn prometheus(&self) -> String {
+        let mut out = Metrics::default();
+        out.common(self.exit_code, &self.ended_at);
+        out.text
+    }
+}
+
+/// Builds a Prometheus text exposition.
+#[derive(Default)]
+struct Metrics {
+    text: String,
+}
+
+impl Metrics {
+    fn header(&mut self, name: &str, help: &str) {
+        self.text
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+    }
+
+    fn single(&mut self, name: &str, help: &str, value: f64) {
+        self.header(name, help);
+        self.text.push_str(&format!("{name} {value}\n"));
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, values: &[(&str, f64)], label: &str) {
+        self.header(name, help);
+        for (key, value) in values {
+            self.text
+                .push_str(&format!("{name}{{{label}=\"{key}\"}} {value}\n"));
+        }
+    }
+
+    /// Exit code and end time, present in every textfile.
+    fn common(&mut self, exit_code: u8, ended_at: &str) {
+        self.single(
+            "trackmass_last_run_exit_code",
+            "Exit status of the last run (0 all tracked, 1 fatal, 2 usage, 3 some rows failed, 4 stopped).",
+            f64::from(exit_code),
+        );
+        let ended = humantime::parse_rfc3339(ended_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.single(
+            "trackmass_last_run_end_timestamp_seconds",
+            "When the last run ended (Unix time).",
+            ended,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        Summary {
+            command: "run".into(),
+            input: "in.csv".into(),
+            state: "s.db".into(),
+            started_at: "2026-11-26T01:00:00Z".into(),
+            ended_at: "2026-11-26T01:00:30Z".into(),
+            load: LoadCounts {
+                rows: 10,
+                new: 6,
+                rejected: 1,
+                already_tracked: 3,
+                ..LoadCounts::default()
+            },
+            retried: 0,
+            tracked: 8,
+            handling_units: 17,
+            failed: 1,
+            pending: 0,
+            requests: 6,
+            resent_after_interruption: 0,
+            throttled: 0,
+            lowest_pace_percent: 100.0,
+            stopped_by: None,
+            elapsed_seconds: 30.0,
+            outcome: Exit::RowsFailed,
+            exit_code: 3,
+            fatal: None,
+            results: "results.csv".into(),
+            failures: "failures.csv".into(),
+        }
+    }
+
+    #[test]
+    fn the_line_says_what_was_new_and_what_was_skipped() {
+        let line = summary().line();
+        assert!(
+            line.starts_with("in.csv: 10 rows (6 new) → 8 tracked (3 before this run)"),
+            "{line}"
+        );
+        assert!(line.contains("1 rejected, 1 failed"), "{line}");
+        let mut s = summary();
+        s.command = "resume".into();
+        s.outcome = Exit::Interrupted;
+        s.stopped_by = Some("signal".into());
+        let line = s.line();
+        assert!(line.starts_with("in.csv (resume) →"), "{line}");
+        assert!(
+            line.contains("Stopped (signal): run `trackmass resume`"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn prometheus_textfile_has_one_sample_per_line_and_the_exit_code() {
+        let text = summary().prometheus();
+        assert!(
+            text.contains("trackmass_last_run_rows{outcome=\"tracked\"} 8\n"),
+            "{text}"
+        );
+        assert!(text.contains("trackmass_last_run_exit_code 3\n"), "{text}");
+        assert!(
+            text.contains("trackmass_last_run_end_timestamp_seconds 1795654830\n"),
+            "{text}"
+        );
+        for line in text.lines() {
+            let ok = line.starts_with("# HELP trackmass_")
+                || line.starts_with("# TYPE trackmass_")
+                || (line.starts_with("trackmass_")
+                    && line
+                        .rsplit(' ')
+                        .next()
+                        .is_some_and(|v| v.parse::<f64>().is_ok()));
+            assert!(ok, "not exposition format: {line:?}");
+        }
+    }
+}
