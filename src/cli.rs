@@ -405,6 +405,18 @@ pub struct ContinueArgs {
     /// Progress display [default: the run's]
     #[arg(long, value_enum, value_name = "WHEN")]
     pub progress: Option<ProgressMode>,
+
+    /// Base URL of the API [default: the run's]
+    #[arg(long, value_name = "URL", help_heading = "API")]
+    pub base_url: Option<String>,
+
+    /// OAuth2 token URL [default: the run's]
+    #[arg(long, value_name = "URL", help_heading = "API")]
+    pub token_url: Option<String>,
+
+    /// Allow plain http:// URLs that are not on this machine.
+    #[arg(long, help_heading = "API")]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Args)]

@@ -180,7 +180,7 @@ pub fn defaults_from(args: &DefaultArgs) -> Result<Defaults, UsageError> {
 
 /// An API URL must be https, or http on this machine, or http with
 /// `--allow-insecure-http`: tokens and keys travel in its headers.
-fn check_url(flag: &str, value: &str, allow_insecure: bool) -> Result<(), UsageError> {
+pub fn check_url(flag: &str, value: &str, allow_insecure: bool) -> Result<(), UsageError> {
     let url = reqwest::Url::parse(value.trim())
         .map_err(|e| UsageError(format!("{flag} {value:?} is not a URL ({e})")))?;
     match url.scheme() {

@@ -6,5 +6,6 @@ mod common;
 
 mod conformance;
 mod faults;
+mod operate;
 mod run;
 mod sandbox;

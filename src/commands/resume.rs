@@ -43,7 +43,7 @@ pub async fn execute(
         )
     })?;
     config.rebase();
-    apply_overrides(&mut config, args);
+    apply_overrides(&mut config, args)?;
 
     let result = async {
         let credentials = run::credentials(&config, &ui)?;
@@ -88,7 +88,16 @@ fn status_of(s: RetryStatus) -> Status {
 }
 
 /// The settings `resume` and `retry` may change.
-fn apply_overrides(config: &mut RunConfig, args: &ContinueArgs) {
+fn apply_overrides(config: &mut RunConfig, args: &ContinueArgs) -> Result<(), UsageError> {
+    for (flag, given, stored) in [
+        ("--base-url", &args.base_url, &mut config.base_url),
+        ("--token-url", &args.token_url, &mut config.token_url),
+    ] {
+        if let Some(url) = given {
+            crate::config::check_url(flag, url, args.allow_insecure_http)?;
+            *stored = url.trim().to_string();
+        }
+    }
     config.state = args.state.clone();
     if let Some(out) = &args.out {
         config.out = out.clone();
@@ -114,4 +123,5 @@ fn apply_overrides(config: &mut RunConfig, args: &ContinueArgs) {
     if let Some(p) = args.progress {
         config.progress = p;
     }
+    Ok(())
 }

@@ -107,6 +107,17 @@ impl TestSandbox {
         self.stats()["requests"][name].as_u64().unwrap_or(0)
     }
 
+    /// Every request the sandbox answered (or dropped), and tokens issued:
+    /// zero and zero means nothing reached it.
+    pub fn traffic(&self) -> (u64, u64) {
+        let stats = self.stats();
+        let requests = stats["requests"]
+            .as_object()
+            .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+            .unwrap_or(0);
+        (requests, stats["tokens_issued"].as_u64().unwrap_or(0))
+    }
+
     /// Creations per document reference.
     pub fn creations(&self) -> BTreeMap<String, u64> {
         serde_json::from_value(self.stats()["documents"].clone()).expect("documents map")
@@ -204,12 +215,32 @@ impl Workdir {
         let mut cmd = self.trackmass();
         cmd.args(["run", input, "--rate", "2000/s", "--concurrency", "8"])
             .env("TRACKMASS_BASE_URL", sandbox.base_url())
-            .env("TRACKMASS_TOKEN_URL", sandbox.token_url())
-            .env("TRACKMASS_API_KEY", API_KEY)
-            .env("TRACKMASS_CLIENT_ID", CLIENT_ID)
-            .env("TRACKMASS_CLIENT_SECRET", CLIENT_SECRET);
+            .env("TRACKMASS_TOKEN_URL", sandbox.token_url());
+        with_credentials(&mut cmd);
         cmd
     }
+
+    /// `trackmass resume` or `retry` (`command`) pointed at `sandbox`,
+    /// which may not be the one the run started with.
+    pub fn continue_against(&self, sandbox: &TestSandbox, command: &str) -> Command {
+        let mut cmd = self.trackmass();
+        cmd.args([
+            command,
+            "--base-url",
+            &sandbox.base_url(),
+            "--token-url",
+            &sandbox.token_url(),
+        ]);
+        with_credentials(&mut cmd);
+        cmd
+    }
+}
+
+/// The sandbox's credentials in the environment.
+pub fn with_credentials(cmd: &mut Command) -> &mut Command {
+    cmd.env("TRACKMASS_API_KEY", API_KEY)
+        .env("TRACKMASS_CLIENT_ID", CLIENT_ID)
+        .env("TRACKMASS_CLIENT_SECRET", CLIENT_SECRET)
 }
 
 /// Starts `trackmass sandbox --listen 127.0.0.1:0 ARGS…` as a process and
