@@ -298,6 +298,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_scheduling_sample_configures_a_run() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/schedule/trackmass.toml");
+        let file = ConfigFile::load(&path).unwrap();
+        let argv: Vec<OsString> = ["trackmass", "run", "today.csv"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let command = crate::cli::Cli::command();
+        let merged = file.merge_args(&command, &argv, |_| false).unwrap();
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(&merged).unwrap();
+        assert_eq!(cli.log_format, crate::cli::LogFormat::Json);
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("not a run")
+        };
+        assert_eq!(run.dispatch.rate.to_string(), "600/min");
+        assert_eq!(
+            run.max_duration,
+            Some(std::time::Duration::from_secs(6 * 3600))
+        );
+        assert!(run.files.summary.is_some() && run.files.metrics.is_some());
+    }
+
     #[cfg(unix)]
     #[test]
     fn credentials_need_a_private_file() {

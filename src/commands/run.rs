@@ -320,6 +320,11 @@ async fn work(
     }
 
     let after = store.status_counts(Some(batch))?;
+    let mut load = load;
+    if matches!(start, Start::Continue { .. }) {
+        // Nothing was read, but the input's rejects still belong to it.
+        load.rejected = after.get(Status::Rejected);
+    }
     let written = tokio::task::block_in_place(|| {
         report::write_reports(store, Some(batch), &config.out, &config.failures)
     })?;
