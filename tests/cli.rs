@@ -4,8 +4,11 @@
 
 mod common;
 
+mod bad_input;
 mod conformance;
 mod faults;
+mod fuzz;
 mod operate;
 mod run;
 mod sandbox;
+mod secrets;
