@@ -234,6 +234,15 @@ fn problem(field: &'static str, message: String) -> Problem {
     Problem { field, message }
 }
 
+/// A cell read back from a result file: the `'` that
+/// [`crate::report::neutralise`] put before a formula is removed.
+pub fn unneutralise(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        _ => cell,
+    }
+}
+
 fn non_empty(value: Option<&str>) -> Option<&str> {
     value.filter(|v| !v.is_empty())
 }
@@ -354,7 +363,7 @@ pub fn validate_record(record: &Record, columns: &Columns, defaults: &Defaults) 
     let raw_reference = record
         .fields
         .get(columns.document_reference)
-        .map(|b| String::from_utf8_lossy(b).trim().to_string())
+        .map(|b| unneutralise(String::from_utf8_lossy(b).trim()).to_string())
         .unwrap_or_default();
     let reject = |problems: Vec<Problem>| {
         Row::Rejected(Reject {
@@ -380,7 +389,7 @@ pub fn validate_record(record: &Record, columns: &Columns, defaults: &Defaults) 
     let mut cell = |index: Option<usize>, field: &'static str| -> Option<&str> {
         let bytes = record.fields.get(index?)?;
         match std::str::from_utf8(bytes) {
-            Ok(text) => Some(text.trim()),
+            Ok(text) => Some(unneutralise(text.trim())),
             Err(e) => {
                 problems.push(problem(
                     field,
@@ -436,7 +445,7 @@ fn fields_as_read(record: &Record, columns: &Columns, defaults: &Defaults) -> Op
         let cell = index
             .filter(|_| !ragged)
             .and_then(|i| record.fields.get(i))
-            .map(|b| String::from_utf8_lossy(b).trim().to_string())
+            .map(|b| unneutralise(String::from_utf8_lossy(b).trim()).to_string())
             .filter(|v| !v.is_empty());
         cell.or_else(|| default.clone())
     };

@@ -98,10 +98,39 @@ pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
     atomic_csv(path, |w| {
         w.write_record(REJECTS_HEADER)?;
         for r in rejects {
-            w.write_record(reject_line(r))?;
+            write_safe(w, reject_line(r))?;
         }
         Ok(())
     })
+}
+
+/// First characters that make a spreadsheet read a cell as a formula.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A cell as written to a result file: one that a spreadsheet would run as
+/// a formula gets a leading `'`, as OWASP recommends for CSV injection.
+/// The input reader removes that quote again, so a result file read back
+/// as input sends the original value.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(FORMULA_STARTS) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+/// Writes one data line, every cell neutralised.
+fn write_safe<I, T>(w: &mut csv::Writer<BufWriter<File>>, cells: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<str>,
+{
+    w.write_record(
+        cells
+            .into_iter()
+            .map(|c| neutralise(c.as_ref()).into_owned()),
+    )?;
+    Ok(())
 }
 
 /// Counts of what was written.
@@ -123,7 +152,7 @@ pub fn write_reports(
         w.write_record(RESULTS_HEADER)?;
         store.for_each_tracked(run, |row| {
             for line in result_lines(&row) {
-                w.write_record(line)?;
+                write_safe(w, line)?;
                 written.results_lines += 1;
             }
             Ok(())
@@ -132,7 +161,7 @@ pub fn write_reports(
     atomic_csv(failures, |w| {
         w.write_record(FAILURES_HEADER)?;
         store.for_each_failure(run, |row| {
-            w.write_record(failure_line(&row))?;
+            write_safe(w, failure_line(&row))?;
             written.failure_lines += 1;
             Ok(())
         })
@@ -287,6 +316,26 @@ mod tests {
         assert_eq!(column("httpStatus"), "400");
         assert_eq!(column("attempts"), "1");
         assert_eq!(line.len(), FAILURES_HEADER.len());
+    }
+
+    #[test]
+    fn formulas_are_neutralised_and_the_reader_undoes_it() {
+        for cell in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1",
+            "-2",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            let written = neutralise(cell);
+            assert_eq!(written, format!("'{cell}"));
+            assert_eq!(crate::input::unneutralise(&written), cell);
+        }
+        for cell in ["ABC123", "", "'quoted", "a=b", "1-2"] {
+            assert_eq!(neutralise(cell), cell);
+            assert_eq!(crate::input::unneutralise(cell), cell);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod conformance;
 mod faults;
 mod fuzz;
 mod operate;
+mod prism;
 mod run;
 mod sandbox;
 mod secrets;
