@@ -407,11 +407,21 @@ pub struct ContinueArgs {
     pub progress: Option<ProgressMode>,
 
     /// Base URL of the API [default: the run's]
-    #[arg(long, value_name = "URL", help_heading = "API")]
+    #[arg(
+        long,
+        env = "TRACKMASS_BASE_URL",
+        value_name = "URL",
+        help_heading = "API"
+    )]
     pub base_url: Option<String>,
 
     /// OAuth2 token URL [default: the run's]
-    #[arg(long, value_name = "URL", help_heading = "API")]
+    #[arg(
+        long,
+        env = "TRACKMASS_TOKEN_URL",
+        value_name = "URL",
+        help_heading = "API"
+    )]
     pub token_url: Option<String>,
 
     /// Allow plain http:// URLs that are not on this machine.

@@ -47,7 +47,7 @@ impl ConfigFile {
             .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
         let mut settings: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {e}", path.display()))?;
+            .map_err(|e: toml::de::Error| syntax_error(path, &text, &e))?;
         let mut secrets = HashMap::new();
         if let Some(table) = settings.remove("credentials") {
             let toml::Value::Table(table) = table else {
@@ -121,7 +121,7 @@ impl ConfigFile {
                     self.path.display()
                 );
             };
-            if arg.get_env().is_some_and(|var| env(&var.to_string_lossy())) {
+            if given(argv, arg) || arg.get_env().is_some_and(|var| env(&var.to_string_lossy())) {
                 continue;
             }
             let flag = format!("--{long}");
@@ -155,6 +155,45 @@ impl ConfigFile {
         merged.extend_from_slice(&argv[at + 1..]);
         Ok(merged)
     }
+}
+
+/// A TOML syntax error by position and reason only: the parser's own
+/// message quotes the offending line, which may hold a secret.
+fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let at = e
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    anyhow::anyhow!(
+        "{}: not valid TOML{at}: {}",
+        path.display(),
+        e.message().trim()
+    )
+}
+
+/// Whether the user's own arguments give this flag (then the file's value
+/// is left out: the command line wins, also for flags given before the
+/// subcommand and for flags that take several values).
+fn given(argv: &[OsString], arg: &clap::Arg) -> bool {
+    let long = arg.get_long().map(|l| format!("--{l}"));
+    let short = arg.get_short();
+    argv.iter().skip(1).any(|word| {
+        let word = word.to_string_lossy();
+        if let Some(long) = &long
+            && (word == long.as_str() || word.starts_with(&format!("{long}=")))
+        {
+            return true;
+        }
+        match (short, word.strip_prefix('-')) {
+            (Some(c), Some(rest)) if !rest.starts_with('-') => rest.starts_with(c),
+            _ => false,
+        }
+    })
 }
 
 /// A setting's value as it would be written on the command line.
@@ -260,11 +299,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&args[..4], ["trackmass", "--log-format", "json", "run"]);
-        assert!(args.contains(&"--rate=50/s".to_string()), "{args:?}");
+        // The user's --rate replaces the file's.
+        assert!(!args.contains(&"--rate=50/s".to_string()), "{args:?}");
         assert!(args.contains(&"--force".to_string()), "{args:?}");
         assert!(args.contains(&"--concurrency=16".to_string()), "{args:?}");
         assert!(!args.contains(&"--quiet".to_string()), "{args:?}");
         assert_eq!(&args[args.len() - 3..], ["in.csv", "--rate", "5/s"]);
+    }
+
+    #[test]
+    fn a_flag_on_the_command_line_replaces_the_files_value() {
+        let args = merged(
+            "log_format = \"json\"\nstatus = [\"bad_response\"]\n",
+            &[
+                "trackmass",
+                "--log-format",
+                "text",
+                "retry",
+                "--status",
+                "exhausted",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            args,
+            [
+                "trackmass",
+                "--log-format",
+                "text",
+                "retry",
+                "--status",
+                "exhausted"
+            ]
+        );
+        let args = merged("quiet = true\n", &["trackmass", "-qv", "status"]).unwrap();
+        assert_eq!(args, ["trackmass", "-qv", "status"]);
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_place_not_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "rate = \"5/s\"\n[credentials]\napi_key = \"SUPERSECRET\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", ConfigFile::load(&path).unwrap_err());
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains("SUPERSECRET"), "{err}");
     }
 
     #[test]

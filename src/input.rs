@@ -186,7 +186,8 @@ pub fn validate_fields(fields: &Fields<'_>) -> Result<String, Vec<Problem>> {
                 problems.push(problem(
                     "way",
                     format!(
-                        "{w:?} is not a customs indicator (expected one of {})",
+                        "{} is not a customs indicator (expected one of {})",
+                        quoted(w),
                         spec::CUSTOMS_INDICATORS.join(", ")
                     ),
                 ));
@@ -211,8 +212,9 @@ pub fn validate_fields(fields: &Fields<'_>) -> Result<String, Vec<Problem>> {
         problems.push(problem(
             "url",
             format!(
-                "{u:?} does not match the API's webhook URL pattern \
-                 (lowercase host with a dot, no port, no IP address, no query string)"
+                "{} does not match the API's webhook URL pattern \
+                 (lowercase host with a dot, no port, no IP address, no query string)",
+                quoted(u)
             ),
         ));
     }
@@ -228,6 +230,17 @@ pub fn validate_fields(fields: &Fields<'_>) -> Result<String, Vec<Problem>> {
         url,
     };
     serde_json::to_string(&body).map_err(|e| vec![problem("documentReference", e.to_string())])
+}
+
+/// A value quoted in a message, cut short when long: a 10 MB cell must
+/// not become a 10 MB message.
+fn quoted(value: &str) -> String {
+    const SHOWN: usize = 40;
+    if spec::char_len(value) <= SHOWN {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(SHOWN).collect();
+    format!("{:?}…", head)
 }
 
 fn problem(field: &'static str, message: String) -> Problem {
@@ -261,7 +274,10 @@ fn bounded_text(field: &'static str, value: &str, max: usize) -> Option<Problem>
     if len > max {
         return Some(problem(
             field,
-            format!("{value:?} is {len} characters long, the API allows at most {max}"),
+            format!(
+                "{} is {len} characters long, the API allows at most {max}",
+                quoted(value)
+            ),
         ));
     }
     control_character(field, value)
@@ -665,6 +681,18 @@ impl InputReader {
             return Err(input_error(
                 None,
                 "is encoded as UTF-16; save it as UTF-8 (\"CSV UTF-8\" in Excel)".into(),
+            )
+            .into());
+        }
+        let first_line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
+        if first_line.len() >= 4
+            && first_line.iter().filter(|b| **b == 0).count() * 3 >= first_line.len()
+        {
+            return Err(input_error(
+                Some(1),
+                "the header is full of NUL bytes: the file looks UTF-16 encoded (without a BOM); \
+                 save it as UTF-8 (\"CSV UTF-8\" in Excel)"
+                    .into(),
             )
             .into());
         }

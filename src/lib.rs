@@ -17,6 +17,7 @@ pub mod input;
 pub mod lock;
 pub mod logging;
 pub mod pace;
+pub mod paths;
 pub mod progress;
 pub mod report;
 pub mod retry;

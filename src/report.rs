@@ -191,6 +191,15 @@ fn atomic_csv(
 /// Creates a private temporary sibling of `path`, lets `fill` write it,
 /// syncs it and renames it over `path`; removes it on any error.
 fn atomic_write(path: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    atomic_write_mode(path, 0o600, fill)
+}
+
+/// [`atomic_write`] with the file's permissions (the umask applies).
+fn atomic_write_mode(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -211,7 +220,7 @@ fn atomic_write(path: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Resu
         .unwrap_or_else(|| "output".into());
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> Result<()> {
-        let mut file = create_private(&temp)
+        let mut file = create_with_mode(&temp, mode)
             .with_context(|| format!("{}: cannot write here", path.display()))?;
         fill(&mut file).with_context(|| format!("{}: cannot write", path.display()))?;
         file.sync_all()
@@ -226,7 +235,8 @@ fn atomic_write(path: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Resu
     result
 }
 
-/// Writes `bytes` to `path` atomically (temporary sibling, then rename).
+/// Writes `bytes` to `path` atomically (temporary sibling, then rename),
+/// readable by the owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     atomic_write(path, |file| {
         use std::io::Write;
@@ -235,14 +245,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-fn create_private(path: &Path) -> std::io::Result<File> {
+/// Same as [`write_atomic`], readable by all (as far as the umask lets):
+/// for the metrics textfile, which node_exporter reads as another user.
+/// It holds counts only.
+pub fn write_atomic_public(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_mode(path, 0o644, |file| {
+        use std::io::Write;
+        file.write_all(bytes)?;
+        Ok(())
+    })
+}
+
+fn create_with_mode(path: &Path, mode: u32) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     options.open(path)
 }
 

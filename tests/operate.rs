@@ -11,6 +11,17 @@ use trackmass::sandbox::{self, Config, faults::Faults};
 
 use crate::common::*;
 
+/// This process's umask (the children inherit it).
+#[cfg(unix)]
+fn umask() -> u32 {
+    // SAFETY: umask only swaps a process-wide mask; it is put back at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
+    }
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -382,6 +393,16 @@ fn a_nightly_run_over_a_growing_file_sends_only_new_references() {
         sandbox.expected_results(&tuesday)
     );
     let prom = work.read("night.prom");
+    #[cfg(unix)]
+    {
+        // node_exporter reads it as another user; the umask decides.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(work.path("night.prom"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o004, 0o004 & !umask(), "mode {mode:o}");
+    }
     assert!(
         prom.contains("trackmass_last_run_rows{outcome=\"new\"} 25\n"),
         "{prom}"
@@ -559,4 +580,87 @@ fn every_subcommand_has_an_example_and_completions_are_printed() {
     for sub in ["resume", "retry", "export", "validate", "status"] {
         assert!(script.contains(sub), "bash completion lacks {sub}");
     }
+}
+
+#[test]
+fn a_run_whose_input_fails_to_load_leaves_the_last_run_to_resume() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("LF", 40);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "20/s",
+        "--max-duration",
+        "1s",
+    ]));
+    assert_exit(&out, 4);
+    let pending = status_json(&work, "trackmass.db")["rows"]["pending"]
+        .as_u64()
+        .unwrap();
+    assert!(pending > 0);
+
+    // Two runs that fail while reading: a missing file, then a file whose
+    // valid rows take over some of the first input's, then an unclosed quote.
+    assert_exit(&output(&mut work.run_against(&sandbox, "nothere.csv")), 1);
+    let mut broken = reference_csv(&refs[..30]);
+    broken.push_str("\"never closed\n");
+    work.write("broken.csv", &broken);
+    let out = output(&mut work.run_against(&sandbox, "broken.csv"));
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("broken.csv"), "{}", stderr(&out));
+
+    let s = status_json(&work, "trackmass.db");
+    assert_eq!(s["rows"]["pending"], pending, "a failed load changed rows");
+    assert!(
+        s["last_batch"]["input"]
+            .as_str()
+            .unwrap()
+            .ends_with("in.csv"),
+        "{s}"
+    );
+    // The run's own settings (20/s, 1 s) would stop it again: faster.
+    let out = output(work.continue_against(&sandbox, "resume").args([
+        "--rate",
+        "2000/s",
+        "--max-duration",
+        "1h",
+    ]));
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+}
+
+#[test]
+fn export_and_validate_refuse_to_overwrite_their_inputs() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let csv = reference_csv(&references("OW", 5));
+    work.write("in.csv", &csv);
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 0);
+    let state = std::fs::read(work.path("trackmass.db")).unwrap();
+    for args in [
+        vec!["export", "--out", "./a.csv", "--failures", "a.csv"],
+        vec!["export", "--out", "trackmass.db-wal"],
+        vec!["export", "--failures", "sub/../trackmass.db"],
+    ] {
+        std::fs::create_dir_all(work.path("sub")).unwrap();
+        let out = output(work.trackmass().args(&args));
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains("same file"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = output(
+        work.trackmass()
+            .args(["validate", "in.csv", "--rejects", "./in.csv"]),
+    );
+    assert_exit(&out, 2);
+    assert_eq!(work.read("in.csv"), csv);
+    assert_eq!(std::fs::read(work.path("trackmass.db")).unwrap(), state);
+    assert!(!work.path("a.csv").exists());
 }

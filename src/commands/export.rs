@@ -18,18 +18,12 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
         ))
         .into());
     }
-    if args.out == args.failures {
-        return Err(UsageError("--out and --failures name the same file".into()).into());
-    }
-    for (flag, path) in [("--out", &args.out), ("--failures", &args.failures)] {
-        if same_file(path, &args.state) {
-            return Err(UsageError(format!(
-                "{flag} {} is the state file; writing it would destroy it",
-                path.display()
-            ))
-            .into());
-        }
-    }
+    let outputs = [
+        ("--out", args.out.as_path()),
+        ("--failures", args.failures.as_path()),
+    ];
+    crate::paths::check_outputs(&crate::paths::state_files(&args.state), &outputs)?;
+    crate::paths::check_writable(&outputs)?;
     let store = Store::open_read_only(&args.state)?;
     let batch = if args.all {
         None
@@ -55,11 +49,4 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
         args.state.display()
     ));
     Ok(Exit::Success)
-}
-
-fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }

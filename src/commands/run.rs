@@ -44,8 +44,8 @@ pub type SecretLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// What an invocation works on.
 pub enum Start {
-    /// `run`: read the input into a batch of its own.
-    Load,
+    /// `run`: its input, loaded into a batch of its own.
+    Load { load: LoadCounts },
     /// `resume` and `retry`: continue this batch (after `retried` failed
     /// rows were put back to pending).
     Continue {
@@ -62,14 +62,27 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         // Credentials first: fail before doing any work.
         let credentials = credentials(&config, &ui)?;
         check_paths(&config)?;
+        // The header is checked before the state file is touched.
+        let reader = InputReader::open(&config.input, &config.read_options())?;
         // One process per state file; held until this function returns.
         let _lock = crate::lock::acquire(&config.state, "run")?;
         let mut store = Store::open(&config.state)?;
         let config_json =
             serde_json::to_string(&config).context("cannot serialize the configuration")?;
-        // Runs are recorded by the input's identity, as rows are.
-        let run = store.begin_run("run", Some(&canonical_source(&config.input)), &config_json)?;
-        session(&config, &ui, store, run, Start::Load, credentials, &started).await
+        // Reading and validating a big file takes seconds: let the runtime
+        // move its other tasks (signals) to another thread.
+        let (run, load) =
+            tokio::task::block_in_place(|| load_input(&config, &mut store, reader, &config_json))?;
+        session(
+            &config,
+            &ui,
+            store,
+            run,
+            Start::Load { load },
+            credentials,
+            &started,
+        )
+        .await
     }
     .await;
     finish_with_error(result, "run", &config, &started)
@@ -107,7 +120,7 @@ pub fn finish_with_error(
         tracing::error!("{e:#}");
     }
     if let Some(path) = &config.metrics
-        && let Err(e) = report::write_atomic(path, summary.prometheus().as_bytes())
+        && let Err(e) = report::write_atomic_public(path, summary.prometheus().as_bytes())
     {
         tracing::error!("{e:#}");
     }
@@ -152,19 +165,25 @@ pub async fn session(
     credentials: Option<Credentials>,
     started: &Started,
 ) -> Result<Exit> {
-    let (sandbox, api) = connect(config, credentials).await?;
+    let mut sandbox = None;
     let (command, batch, retried) = match &start {
-        Start::Load => ("run", invocation, 0),
+        Start::Load { .. } => ("run", invocation, 0),
         Start::Continue {
             command,
             batch,
             retried,
         } => (*command, batch.id, *retried),
     };
-    let outcome = work(
-        config, ui, &mut store, invocation, batch, &start, api, started,
-    )
-    .await;
+    let outcome = match connect(config, credentials).await {
+        Ok((sb, api)) => {
+            sandbox = sb;
+            work(
+                config, ui, &mut store, invocation, batch, &start, api, started,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let mut summary = match outcome {
         Ok(summary) => summary,
         Err(e) => {
@@ -196,7 +215,7 @@ pub async fn session(
         report::write_atomic(path, &json)?;
     }
     if let Some(path) = &config.metrics {
-        report::write_atomic(path, summary.prometheus().as_bytes())?;
+        report::write_atomic_public(path, summary.prometheus().as_bytes())?;
     }
     super::print_stdout(&format!("trackmass: {}\n", summary.line()));
     if let Some(sb) = sandbox {
@@ -261,13 +280,7 @@ async fn work(
     started: &Started,
 ) -> Result<Summary> {
     let load = match start {
-        Start::Load => {
-            let source = canonical_source(&config.input);
-            // Reading and validating a big file takes seconds: let the
-            // runtime move its other tasks (the in-process sandbox, signals)
-            // to another thread.
-            tokio::task::block_in_place(|| load_input(config, store, batch, &source))?
-        }
+        Start::Load { load } => load.clone(),
         Start::Continue { .. } => LoadCounts::default(),
     };
     let recovered = store.recover_in_flight(batch)?;
@@ -374,52 +387,23 @@ struct Batch {
     id: RunId,
 }
 
-/// Where a path points, whether or not the file exists yet: its directory
-/// resolved (symlinks, `..`) plus its name.
-fn identity(path: &Path) -> std::path::PathBuf {
-    if let Ok(p) = std::fs::canonicalize(path) {
-        return p;
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    match path.file_name() {
-        Some(name) => dir.join(name),
-        None => dir,
-    }
-}
-
 /// Refuses output paths that would overwrite the state file (or its
 /// companions), the input, or each other.
-pub fn check_paths(config: &RunConfig) -> Result<(), crate::error::UsageError> {
-    let state = &config.state;
-    let mut protected = vec![("--state", identity(state))];
-    for suffix in ["-wal", "-shm", ".lock"] {
-        let mut name = state.as_os_str().to_owned();
-        name.push(suffix);
-        protected.push(("--state", identity(Path::new(&name))));
-    }
-    protected.push(("the input", identity(&config.input)));
-    let mut outputs = vec![("--out", &config.out), ("--failures", &config.failures)];
+pub fn check_paths(config: &RunConfig) -> Result<()> {
+    let mut protected = crate::paths::state_files(&config.state);
+    protected.push(("the input", config.input.clone()));
+    let mut outputs = vec![
+        ("--out", config.out.as_path()),
+        ("--failures", config.failures.as_path()),
+    ];
     if let Some(summary) = &config.summary {
         outputs.push(("--summary", summary));
     }
     if let Some(metrics) = &config.metrics {
         outputs.push(("--metrics", metrics));
     }
-    for (flag, path) in outputs {
-        let id = identity(path);
-        if let Some((other, _)) = protected.iter().find(|(_, p)| *p == id) {
-            return Err(crate::error::UsageError(format!(
-                "{flag} {} is the same file as {other}; writing it would destroy that file",
-                path.display()
-            )));
-        }
-        protected.push((flag, id));
-    }
-    Ok(())
+    crate::paths::check_outputs(&protected, &outputs)?;
+    crate::paths::check_writable(&outputs)
 }
 
 /// The input's identity in the state: its absolute path when it has one.
@@ -430,16 +414,19 @@ fn canonical_source(path: &Path) -> String {
         .to_string()
 }
 
-/// Reads, validates (in parallel) and stores the input, chunk by chunk.
+/// Records the run and reads, validates (in parallel) and stores its input,
+/// chunk by chunk, in one transaction. Returns the run.
 fn load_input(
     config: &RunConfig,
     store: &mut Store,
-    run: RunId,
-    source: &str,
-) -> Result<LoadCounts> {
-    let mut reader = InputReader::open(&config.input, &config.read_options())?;
+    mut reader: InputReader,
+    config_json: &str,
+) -> Result<(RunId, LoadCounts)> {
     let columns = reader.columns().clone();
-    let mut loader = store.loader(run, source, config.force)?;
+    // Runs are recorded by the input's identity, as rows are.
+    let source = canonical_source(&config.input);
+    let mut loader = store.loader(&source, config_json, config.force)?;
+    let run = loader.run();
     let mut logged = 0u64;
     loop {
         let chunk = reader.next_chunk(CHUNK_ROWS)?;
@@ -462,7 +449,7 @@ fn load_input(
         }
         loader.add(&rows)?;
     }
-    let counts = loader.finish();
+    let counts = loader.finish()?;
     if counts.rejected > REJECTS_LOGGED {
         tracing::warn!(
             "{} more rejected rows; all are listed in {}",
@@ -480,7 +467,7 @@ fn load_input(
         counts.duplicates,
         counts.rejected
     );
-    Ok(counts)
+    Ok((run, counts))
 }
 
 /// Feeds pending rows from the state to the dispatcher; shows progress;

@@ -50,6 +50,14 @@ pub struct RejectLine {
 
 pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     let defaults = defaults_from(&args.defaults)?;
+    if let Some(rejects) = &args.rejects {
+        let mut protected = vec![("the input", args.input.clone())];
+        if let Some(state) = &args.state {
+            protected.extend(crate::paths::state_files(state));
+        }
+        crate::paths::check_outputs(&protected, &[("--rejects", rejects)])?;
+        crate::paths::check_writable(&[("--rejects", rejects)])?;
+    }
     let store = args
         .state
         .as_deref()

@@ -69,26 +69,6 @@ fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 }
 
 impl Store {
-    /// Records the start of an invocation that loads an input: it starts a
-    /// batch of its own.
-    pub fn begin_run(&mut self, command: &str, input: Option<&str>, config: &str) -> Result<RunId> {
-        let tx = self
-            .conn
-            .transaction()
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        tx.execute(
-            "INSERT INTO runs (command, input, config, started_at) VALUES (?1, ?2, ?3, ?4)",
-            params![command, input, config, now_rfc3339()],
-        )
-        .and_then(|_| {
-            let id = tx.last_insert_rowid();
-            tx.execute("UPDATE runs SET batch = id WHERE id = ?1", params![id])?;
-            tx.commit()?;
-            Ok(id)
-        })
-        .map_err(|e| sqlite_error(&self.path, e))
-    }
-
     /// Records the start of an invocation that continues `batch`.
     pub fn begin_continuation(
         &mut self,
@@ -98,8 +78,8 @@ impl Store {
     ) -> Result<RunId> {
         self.conn
             .execute(
-                "INSERT INTO runs (command, input, config, started_at, batch)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO runs (command, input, config, started_at, batch, loaded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
                 params![command, batch.input, config, now_rfc3339(), batch.id],
             )
             .map_err(|e| sqlite_error(&self.path, e))?;
@@ -124,7 +104,9 @@ impl Store {
             .query_row(
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE id = (
-                        SELECT batch FROM runs WHERE batch IS NOT NULL ORDER BY id DESC LIMIT 1)"
+                        SELECT batch FROM runs
+                        WHERE batch IS NOT NULL AND loaded_at IS NOT NULL
+                        ORDER BY id DESC LIMIT 1)"
                 ),
                 [],
                 run_record,
@@ -254,7 +236,6 @@ mod tests {
     }
 
     fn load(store: &mut Store, refs: &[&str]) -> RunId {
-        let run = store.begin_run("run", Some("a.csv"), "{}").unwrap();
         let rows: Vec<Row> = refs
             .iter()
             .enumerate()
@@ -266,9 +247,10 @@ mod tests {
                 })
             })
             .collect();
-        let mut loader = store.loader(run, "a.csv", false).unwrap();
+        let mut loader = store.loader("a.csv", "{}", false).unwrap();
+        let run = loader.run();
         loader.add(&rows).unwrap();
-        loader.finish();
+        loader.finish().unwrap();
         run
     }
 

@@ -38,7 +38,10 @@ CREATE TABLE runs (
     summary     TEXT,
     -- The run whose input rows this invocation works on (items.seen_run):
     -- its own id for `run`, the continued run's for `resume` and `retry`.
-    batch       INTEGER
+    batch       INTEGER,
+    -- When its input was wholly loaded (a `run` whose loading failed never
+    -- becomes the batch that later commands continue).
+    loaded_at   TEXT
 );
 CREATE TABLE items (
     id                 INTEGER PRIMARY KEY,
@@ -264,8 +267,14 @@ impl Store {
         let version = Self::schema_version(&conn, path)?;
         if version != SCHEMA_VERSION {
             bail!(
-                "{}: state file schema {version} is not the one this trackmass reads ({SCHEMA_VERSION})",
-                path.display()
+                "{}: state file schema {version} is not the one this trackmass reads ({SCHEMA_VERSION}); \
+                 {}",
+                path.display(),
+                if version < SCHEMA_VERSION {
+                    "it was written by an older trackmass: `trackmass resume` (or `run`) upgrades it"
+                } else {
+                    "it was written by a newer trackmass: upgrade trackmass to read it"
+                }
             );
         }
         Ok(Store {
@@ -300,7 +309,8 @@ impl Store {
             conn.execute_batch(&format!(
                 "BEGIN;
                  ALTER TABLE runs ADD COLUMN batch INTEGER;
-                 UPDATE runs SET batch = id WHERE command = 'run';
+                 ALTER TABLE runs ADD COLUMN loaded_at TEXT;
+                 UPDATE runs SET batch = id, loaded_at = started_at WHERE command = 'run';
                  ALTER TABLE items ADD COLUMN fields TEXT;
                  PRAGMA user_version = {SCHEMA_VERSION};
                  COMMIT;"
@@ -328,40 +338,63 @@ impl Store {
         &self.path
     }
 
-    /// Starts loading an input: one transaction per call to [`Loader::add`].
-    pub fn loader(&mut self, run: RunId, source: &str, force: bool) -> Result<Loader<'_>> {
-        self.conn
-            .execute(
-                "DELETE FROM items WHERE status = 'rejected' AND source = ?1",
-                params![source],
-            )
-            .map_err(|e| sqlite_error(&self.path, e))?;
+    /// Records a `run` of the input `source` and starts loading it, in one
+    /// transaction: the run and its whole input are in the state after
+    /// [`Loader::finish`], or nothing of them is (an input that fails
+    /// halfway, a crash while loading), so a refused input leaves the state
+    /// file as it was, and an earlier run's rows are never half taken over.
+    pub fn loader(&mut self, source: &str, config: &str, force: bool) -> Result<Loader<'_>> {
+        let path = self.path.clone();
         let force_since = if force {
-            Some(self.forced_sequence_start(run, source)?)
+            Some(self.forced_sequence_start(source)?)
         } else {
             None
         };
-        Ok(Loader {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| sqlite_error(&path, e))?;
+        let mut loader = Loader {
             store: self,
-            run,
+            run: 0,
             source: source.to_string(),
-            force_since,
+            force_since: None,
             counts: LoadCounts::default(),
+            open: true,
+        };
+        let conn = &loader.store.conn;
+        conn.execute(
+            "INSERT INTO runs (command, input, config, started_at) VALUES ('run', ?1, ?2, ?3)",
+            params![source, config, now_rfc3339()],
+        )
+        .and_then(|_| {
+            let run = conn.last_insert_rowid();
+            conn.execute("UPDATE runs SET batch = id WHERE id = ?1", params![run])?;
+            conn.execute(
+                "DELETE FROM items WHERE status = 'rejected' AND source = ?1",
+                params![source],
+            )?;
+            Ok(run)
         })
+        .map(|run| {
+            loader.run = run;
+            loader.force_since = force_since.map(|since| since.unwrap_or(run));
+        })
+        .map_err(|e| sqlite_error(&path, e))?;
+        Ok(loader)
     }
 
     /// With `--force`, rows answered before this run are sent again. But if
     /// the runs just before this one on the same input were `--force` runs
     /// that did not finish, this run continues them: only rows answered
     /// before the first of them are sent again, not the ones they already
-    /// re-sent. Returns that first run (or `run` itself).
-    fn forced_sequence_start(&self, run: RunId, source: &str) -> Result<RunId> {
+    /// re-sent. Returns that first run (`None`: the new run itself).
+    fn forced_sequence_start(&self, source: &str) -> Result<Option<RunId>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, config, outcome FROM runs WHERE id < ?1 AND input = ?2 ORDER BY id DESC")
+            .prepare("SELECT id, config, outcome FROM runs WHERE input = ?1 ORDER BY id DESC")
             .map_err(|e| sqlite_error(&self.path, e))?;
         let rows = stmt
-            .query_map(params![run, source], |r| {
+            .query_map(params![source], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -369,7 +402,7 @@ impl Store {
                 ))
             })
             .map_err(|e| sqlite_error(&self.path, e))?;
-        let mut since = run;
+        let mut since = None;
         for row in rows {
             let (id, config, outcome) = row.map_err(|e| sqlite_error(&self.path, e))?;
             let forced = serde_json::from_str::<serde_json::Value>(&config)
@@ -383,7 +416,7 @@ impl Store {
             if !forced || finished {
                 break;
             }
-            since = id;
+            since = Some(id);
         }
         Ok(since)
     }
@@ -622,17 +655,28 @@ pub struct Loader<'s> {
     /// again.
     force_since: Option<RunId>,
     counts: LoadCounts,
+    /// The load's transaction is open (rolled back if dropped so).
+    open: bool,
+}
+
+impl Drop for Loader<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.store.conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 impl Loader<'_> {
-    /// Adds a chunk of validated rows in one transaction.
+    /// The run being recorded.
+    pub fn run(&self) -> RunId {
+        self.run
+    }
+
+    /// Adds a chunk of validated rows to the load's transaction.
     pub fn add(&mut self, rows: &[Row]) -> Result<()> {
         let path = self.store.path.clone();
-        let tx = self
-            .store
-            .conn
-            .transaction()
-            .map_err(|e| sqlite_error(&path, e))?;
+        let tx = &self.store.conn;
         {
             let now = now_rfc3339();
             let mut find = tx
@@ -694,7 +738,6 @@ impl Loader<'_> {
                 }
             }
         }
-        tx.commit().map_err(|e| sqlite_error(&path, e))?;
         Ok(())
     }
 
@@ -753,8 +796,20 @@ impl Loader<'_> {
         &self.counts
     }
 
-    pub fn finish(self) -> LoadCounts {
-        self.counts
+    /// Commits the whole input and marks the run's batch as loaded: from
+    /// now on it is the batch `resume`, `retry` and `export` work on.
+    pub fn finish(mut self) -> Result<LoadCounts> {
+        let path = self.store.path.clone();
+        self.store
+            .conn
+            .execute(
+                "UPDATE runs SET loaded_at = ?2 WHERE id = ?1",
+                params![self.run, now_rfc3339()],
+            )
+            .and_then(|_| self.store.conn.execute_batch("COMMIT"))
+            .map_err(|e| sqlite_error(&path, e))?;
+        self.open = false;
+        Ok(std::mem::take(&mut self.counts))
     }
 }
 
@@ -1047,21 +1102,20 @@ mod tests {
     #[test]
     fn loading_classifies_new_duplicate_and_known_rows() {
         let (_dir, mut store) = temp_store();
-        let run1 = store.begin_run("run", Some("a.csv"), "{}").unwrap();
-        let mut loader = store.loader(run1, "a.csv", false).unwrap();
+        let mut loader = store.loader("a.csv", "{}", false).unwrap();
         loader
             .add(&[valid(2, "A"), valid(3, "B"), valid(4, "A"), rejected(5)])
             .unwrap();
-        let c = loader.finish();
+        let c = loader.finish().unwrap();
         assert_eq!((c.rows, c.new, c.duplicates, c.rejected), (4, 2, 1, 1));
 
         // A second run over the same rows: nothing new, both still pending.
-        let run2 = store.begin_run("run", Some("a.csv"), "{}").unwrap();
-        let mut loader = store.loader(run2, "a.csv", false).unwrap();
+        let mut loader = store.loader("a.csv", "{}", false).unwrap();
+        let run2 = loader.run();
         loader
             .add(&[valid(2, "A"), valid(3, "B"), rejected(5)])
             .unwrap();
-        let c = loader.finish();
+        let c = loader.finish().unwrap();
         assert_eq!((c.new, c.continued, c.rejected), (0, 2, 1));
         let counts = store.status_counts(Some(run2)).unwrap();
         assert_eq!(counts.get(Status::Pending), 2);
@@ -1071,28 +1125,52 @@ mod tests {
     }
 
     #[test]
+    fn a_load_that_does_not_finish_leaves_the_state_as_it_was() {
+        let (_dir, mut store) = temp_store();
+        let mut loader = store.loader("a.csv", "{}", false).unwrap();
+        let run1 = loader.run();
+        loader.add(&[valid(2, "A"), valid(3, "B")]).unwrap();
+        loader.finish().unwrap();
+        // A second input takes A over, then fails before finishing.
+        let mut loader = store.loader("b.csv", "{}", false).unwrap();
+        loader.add(&[valid(2, "A"), valid(3, "C")]).unwrap();
+        drop(loader);
+        // Nothing of it stayed: A and B are still the first run's, and the
+        // first run is still the one later commands continue.
+        assert_eq!(
+            store
+                .status_counts(Some(run1))
+                .unwrap()
+                .get(Status::Pending),
+            2
+        );
+        assert_eq!(store.status_counts(None).unwrap().get(Status::Pending), 2);
+        assert_eq!(store.latest_batch().unwrap().unwrap().id, run1);
+    }
+
+    #[test]
     fn tracked_rows_are_skipped_unless_forced() {
         let (dir, mut store) = temp_store();
-        let run1 = store.begin_run("run", None, "{}").unwrap();
-        let mut loader = store.loader(run1, "a.csv", false).unwrap();
+        let mut loader = store.loader("a.csv", "{}", false).unwrap();
+        let run1 = loader.run();
         loader.add(&[valid(2, "A")]).unwrap();
-        loader.finish();
+        loader.finish().unwrap();
         let id = store.pending_page(run1, 0, 10).unwrap()[0].id;
         store
             .conn
             .execute("UPDATE items SET status = 'tracked' WHERE id = ?1", [id])
             .unwrap();
 
-        let run2 = store.begin_run("run", None, "{}").unwrap();
-        let mut loader = store.loader(run2, "a.csv", false).unwrap();
+        let mut loader = store.loader("a.csv", "{}", false).unwrap();
+        let run2 = loader.run();
         loader.add(&[valid(2, "A")]).unwrap();
-        assert_eq!(loader.finish().already_tracked, 1);
+        assert_eq!(loader.finish().unwrap().already_tracked, 1);
         assert!(store.pending_page(run2, 0, 10).unwrap().is_empty());
 
-        let run3 = store.begin_run("run", None, "{}").unwrap();
-        let mut loader = store.loader(run3, "a.csv", true).unwrap();
+        let mut loader = store.loader("a.csv", "{}", true).unwrap();
+        let run3 = loader.run();
         loader.add(&[valid(2, "A")]).unwrap();
-        assert_eq!(loader.finish().forced, 1);
+        assert_eq!(loader.finish().unwrap().forced, 1);
         assert_eq!(store.pending_page(run3, 0, 10).unwrap().len(), 1);
         drop(dir);
     }
@@ -1110,10 +1188,10 @@ mod tests {
                 .unwrap();
         };
         let load = |store: &mut Store, config: &str, force: bool| -> (RunId, LoadCounts) {
-            let run = store.begin_run("run", Some("a.csv"), config).unwrap();
-            let mut loader = store.loader(run, "a.csv", force).unwrap();
+            let mut loader = store.loader("a.csv", config, force).unwrap();
+            let run = loader.run();
             loader.add(&[valid(2, "A")]).unwrap();
-            (run, loader.finish())
+            (run, loader.finish().unwrap())
         };
         let (r1, _) = load(&mut store, r#"{"force":false}"#, false);
         answer(&store, r1);
@@ -1135,10 +1213,10 @@ mod tests {
     #[test]
     fn writer_commits_outcomes_and_in_flight_marks() {
         let (dir, mut store) = temp_store();
-        let run = store.begin_run("run", None, "{}").unwrap();
-        let mut loader = store.loader(run, "a.csv", false).unwrap();
+        let mut loader = store.loader("a.csv", "{}", false).unwrap();
+        let run = loader.run();
         loader.add(&[valid(2, "A"), valid(3, "B")]).unwrap();
-        loader.finish();
+        loader.finish().unwrap();
         let page = store.pending_page(run, 0, 10).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

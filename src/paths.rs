@@ -1,0 +1,116 @@
+//! Output paths must not destroy inputs: the state file and its companions,
+//! the input file, or another output of the same command.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::UsageError;
+
+/// Where a path points, whether or not the file exists yet: its directory
+/// resolved (symlinks, `..`) plus its name.
+pub fn identity(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match path.file_name() {
+        Some(name) => dir.join(name),
+        None => dir,
+    }
+}
+
+/// The state file and the files SQLite and the lock keep beside it, named
+/// for messages as `--state`.
+pub fn state_files(state: &Path) -> Vec<(&'static str, PathBuf)> {
+    let mut files = vec![("--state", state.to_path_buf())];
+    for suffix in ["-wal", "-shm", "-journal", ".lock"] {
+        let mut name = state.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(("--state", PathBuf::from(name)));
+    }
+    files
+}
+
+/// Refuses an output that is the same file as a protected one or as an
+/// earlier output.
+pub fn check_outputs(
+    protected: &[(&str, PathBuf)],
+    outputs: &[(&str, &Path)],
+) -> Result<(), UsageError> {
+    let mut taken: Vec<(&str, PathBuf)> = protected
+        .iter()
+        .map(|(name, path)| (*name, identity(path)))
+        .collect();
+    for (flag, path) in outputs {
+        let id = identity(path);
+        if let Some((other, _)) = taken.iter().find(|(_, p)| *p == id) {
+            return Err(UsageError(format!(
+                "{flag} {} is the same file as {other}; writing it would destroy that file",
+                path.display()
+            )));
+        }
+        taken.push((flag, id));
+    }
+    Ok(())
+}
+
+/// Checks, before any work is done, that each output can be written:
+/// its directory exists and takes a new file (a probe, removed at once).
+/// Finding this out after a night of sending would waste the night.
+pub fn check_writable(outputs: &[(&str, &Path)]) -> anyhow::Result<()> {
+    for (flag, path) in outputs {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "{flag} {}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            );
+        }
+        if path.is_dir() {
+            anyhow::bail!("{flag} {}: is a directory", path.display());
+        }
+        let probe = dir.join(format!(".trackmass-probe-{}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+            }
+            Err(e) => anyhow::bail!(
+                "{flag} {}: cannot write in {} ({e})",
+                path.display(),
+                dir.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_file_by_another_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.csv");
+        let dotted = dir.path().join("sub/../a.csv");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let err = check_outputs(&[], &[("--out", &a), ("--failures", &dotted)]).unwrap_err();
+        assert!(err.0.contains("--failures"), "{}", err.0);
+        let wal = dir.path().join("s.db-wal");
+        let err =
+            check_outputs(&state_files(&dir.path().join("s.db")), &[("--out", &wal)]).unwrap_err();
+        assert!(err.0.contains("--state"), "{}", err.0);
+        assert!(check_outputs(&state_files(&dir.path().join("s.db")), &[("--out", &a)]).is_ok());
+    }
+}
