@@ -12,4 +12,5 @@ mod operate;
 mod prism;
 mod run;
 mod sandbox;
+mod schemathesis;
 mod secrets;
