@@ -429,6 +429,14 @@ impl Api {
                 http_status: status,
                 reason: format!("HTTP {status} but the body could not be read: {reason}"),
             },
+            // A 4xx says what it says by its status; its body is only the
+            // detail.
+            Err(reason) if (400..500).contains(&status) => retry::classify(
+                status,
+                retry_after.as_deref(),
+                format!("(body unreadable: {reason})").as_bytes(),
+                SystemTime::now(),
+            ),
             Err(reason) => Verdict::Retry {
                 http_status: Some(status),
                 reason: format!("HTTP {status}, body unreadable: {reason}"),

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bad_answers;
 mod bad_input;
 mod conformance;
 mod faults;
