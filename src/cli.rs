@@ -227,6 +227,13 @@ pub struct FileArgs {
     /// node_exporter's textfile collector).
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
+
+    /// full: each commit of answers is on disk before it counts (nothing is
+    /// lost, even to a power cut). normal: a crash of trackmass loses
+    /// nothing, a power cut may lose the last answers, which are then sent
+    /// again; less disk work (see BENCHMARKS.md).
+    #[arg(long, value_enum, default_value_t = crate::store::Durability::Full, value_name = "MODE")]
+    pub durability: crate::store::Durability,
 }
 
 #[derive(Debug, Args)]

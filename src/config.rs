@@ -48,6 +48,8 @@ pub struct RunConfig {
     pub delimiter: Option<char>,
     pub defaults: Defaults,
     pub force: bool,
+    #[serde(default)]
+    pub durability: crate::store::Durability,
     #[serde(with = "human_duration_opt")]
     pub max_duration: Option<Duration>,
     pub dispatch: DispatchSettings,
@@ -109,6 +111,7 @@ impl RunConfig {
             delimiter: args.read.delimiter.map(char::from),
             defaults,
             force: args.force,
+            durability: args.files.durability,
             max_duration: args.max_duration,
             dispatch: DispatchSettings {
                 concurrency: usize::from(d.concurrency),

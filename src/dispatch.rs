@@ -36,6 +36,9 @@ pub struct DispatchReport {
     pub throttled: u64,
     /// Lowest share of `--rate` the pace went down to after 429s.
     pub lowest_pace: f64,
+    /// From the first request out to the last answer in: the time the
+    /// achieved rate is measured over.
+    pub sending: std::time::Duration,
 }
 
 impl Default for DispatchReport {
@@ -46,6 +49,7 @@ impl Default for DispatchReport {
             fatal: None,
             throttled: 0,
             lowest_pace: 1.0,
+            sending: std::time::Duration::ZERO,
         }
     }
 }
@@ -72,6 +76,8 @@ struct Ctx {
     fatal: Mutex<Option<String>>,
     pace: Mutex<(Pace, f64)>,
     breaker: Mutex<Breaker>,
+    /// When the first request went out.
+    first_sent: std::sync::OnceLock<Instant>,
 }
 
 impl Ctx {
@@ -187,6 +193,7 @@ pub async fn dispatch(
         resent: AtomicU64::new(0),
         throttled: AtomicU64::new(0),
         fatal: Mutex::new(None),
+        first_sent: std::sync::OnceLock::new(),
     });
     let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
     let mut tasks = JoinSet::new();
@@ -207,9 +214,6 @@ pub async fn dispatch(
                 Err(_) => break,
             },
         };
-        if !ctx.gate().await {
-            break;
-        }
         let task_ctx = ctx.clone();
         tasks.spawn(async move {
             let _slot = permit;
@@ -231,6 +235,10 @@ pub async fn dispatch(
         fatal,
         throttled: ctx.throttled.load(Ordering::Relaxed),
         lowest_pace: ctx.pace.lock().map_or(1.0, |p| p.1),
+        sending: ctx
+            .first_sent
+            .get()
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed()),
     }
 }
 
@@ -250,14 +258,26 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
     // Whether the last request may have reached the service unanswered.
     let mut maybe_sent = false;
     loop {
-        if posts > 0 && !ctx.gate().await {
-            ctx.record(item.id, Outcome::Requeue { maybe_sent });
-            return;
-        }
+        // The row is durably in flight first, then waits for its turn, then
+        // goes out at once: the time between the rate slot and the request
+        // must not vary with the disk, or requests bunch up at the gateway
+        // (a window would see more than the rate allows).
         if ctx.writer.dispatched(item.id).await.is_err() {
             ctx.fatal("the state file writer stopped; see the error above".into());
             return;
         }
+        if !ctx.gate().await {
+            let outcome = if posts == 0 {
+                Outcome::NotSent {
+                    was_in_flight: item.was_in_flight,
+                }
+            } else {
+                Outcome::Requeue { maybe_sent }
+            };
+            ctx.record(item.id, outcome);
+            return;
+        }
+        ctx.first_sent.get_or_init(Instant::now);
         posts += 1;
         ctx.requests.fetch_add(1, Ordering::Relaxed);
         if posts == 1 && item.was_in_flight {
@@ -267,7 +287,16 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             Ok(v) => v,
             Err(auth) => {
                 ctx.requests.fetch_sub(1, Ordering::Relaxed);
-                ctx.record(item.id, Outcome::NotSent);
+                ctx.record(
+                    item.id,
+                    Outcome::NotSent {
+                        was_in_flight: if posts == 1 {
+                            item.was_in_flight
+                        } else {
+                            maybe_sent
+                        },
+                    },
+                );
                 ctx.fatal(format!("{auth}; rerun the same command to continue"));
                 return;
             }

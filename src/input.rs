@@ -852,18 +852,25 @@ fn is_blank(record: &csv::ByteRecord) -> bool {
 pub fn detect_delimiter(head: &[u8]) -> u8 {
     let mut counts = [(b',', 0usize), (b';', 0), (b'\t', 0)];
     let mut in_quotes = false;
+    // The header is the first line with something other than spaces and
+    // tabs on it (quoted text counts); delimiters inside quotes do not.
     let mut seen_content = false;
     for &b in head {
         match b {
-            b'"' => in_quotes = !in_quotes,
+            b'"' => {
+                in_quotes = !in_quotes;
+                seen_content = true;
+            }
             b'\n' | b'\r' if !in_quotes => {
                 if seen_content {
                     break;
                 }
+                // A blank line before the header: forget its tabs.
+                counts.iter_mut().for_each(|(_, n)| *n = 0);
             }
             _ if in_quotes => {}
             _ => {
-                if !b.is_ascii_whitespace() || b == b'\t' {
+                if !b.is_ascii_whitespace() {
                     seen_content = true;
                 }
                 for (d, n) in counts.iter_mut() {
@@ -1030,6 +1037,10 @@ mod tests {
         assert_eq!(detect_delimiter(b"\"a;b;c\",documentReference\n"), b',');
         // Leading blank lines are skipped.
         assert_eq!(detect_delimiter(b"\n\n documentReference;way\n"), b';');
+        // A quoted header is the header, not the line after it.
+        assert_eq!(detect_delimiter(b"\"documentReference\"\nMSC;123\n"), b',');
+        // A blank line's tabs are not the header's.
+        assert_eq!(detect_delimiter(b" \t \ndocumentReference,way\n"), b',');
     }
 
     fn record(line: u64, fields: &[&str]) -> Record {

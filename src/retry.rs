@@ -142,15 +142,24 @@ fn created(status: u16, body: &[u8]) -> Verdict {
         http_status: status,
         reason,
     };
-    let parsed: TrackingResponse = match serde_json::from_slice(body) {
-        Ok(p) => p,
-        Err(e) => {
-            return bad(format!(
-                "HTTP {status} with an unreadable body ({e}): {}",
-                excerpt(body)
-            ));
-        }
-    };
+    // An object, not anything serde could read as the struct's fields (a
+    // JSON array is read field by field).
+    let parsed: TrackingResponse =
+        match serde_json::from_slice::<serde_json::Value>(body).and_then(|v| {
+            if v.is_object() {
+                serde_json::from_value(v)
+            } else {
+                Err(serde::de::Error::custom("the body is not a JSON object"))
+            }
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                return bad(format!(
+                    "HTTP {status} with an unreadable body ({e}): {}",
+                    excerpt(body)
+                ));
+            }
+        };
     match parsed.tracking_id {
         Some(id) if !id.is_empty() => Verdict::Created {
             tracking_id: id,
@@ -172,7 +181,7 @@ fn unauthorized(body: &[u8]) -> Verdict {
         };
         return Verdict::Unauthorized {
             culprit,
-            message: g.message,
+            message: one_line(&g.message),
         };
     }
     Verdict::Unauthorized {
@@ -208,9 +217,9 @@ fn row_error(status: u16, body: &[u8]) -> Verdict {
             .join(" | ");
         return Verdict::RowError {
             http_status: status,
-            code: e.code.or(e.status).unwrap_or_default(),
-            message: e.message.unwrap_or_default(),
-            details,
+            code: no_controls(&e.code.or(e.status).unwrap_or_default()),
+            message: no_controls(&e.message.unwrap_or_default()),
+            details: no_controls(&details),
         };
     }
     if let Ok(p) = serde_json::from_slice::<ProblemDetails>(body)
@@ -226,8 +235,8 @@ fn row_error(status: u16, body: &[u8]) -> Verdict {
         return Verdict::RowError {
             http_status: status,
             code: String::new(),
-            message: p.detail.or(p.title).unwrap_or_default(),
-            details,
+            message: no_controls(&p.detail.or(p.title).unwrap_or_default()),
+            details: no_controls(&details),
         };
     }
     Verdict::RowError {
@@ -250,24 +259,61 @@ fn flatten_messages(v: &serde_json::Value) -> String {
     }
 }
 
+/// Text from a server, made safe for a log line: control characters
+/// (line breaks that could forge log lines among them) become spaces, and
+/// it is bounded.
+pub fn one_line(text: &str) -> String {
+    let cleaned = no_controls(text);
+    let trimmed = cleaned.trim();
+    if trimmed.chars().count() > RAW_EXCERPT_CHARS {
+        let mut short: String = trimmed.chars().take(RAW_EXCERPT_CHARS).collect();
+        short.push('…');
+        short
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// Server text with control characters as spaces, trimmed, unbounded (for
+/// the failures file, where every sub-error counts).
+pub fn no_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 /// A short, single-line description of an error body of any shape.
 pub fn error_summary(body: &[u8]) -> String {
-    if let Ok(g) = serde_json::from_slice::<GatewayError>(body) {
-        return format!("{} (status {})", g.message, g.status_code);
-    }
-    if let Ok(e) = serde_json::from_slice::<BusinessError>(body)
-        && (e.code.is_some() || e.message.is_some())
+    let is_object = serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
+    if is_object
+        && let Ok(g) = serde_json::from_slice::<GatewayError>(body)
+        && !one_line(&g.message).is_empty()
     {
-        return [e.code, e.message]
+        return format!("{} (status {})", one_line(&g.message), g.status_code);
+    }
+    if is_object && let Ok(e) = serde_json::from_slice::<BusinessError>(body) {
+        let text = [e.code, e.message]
             .into_iter()
             .flatten()
+            .map(|t| one_line(&t))
+            .filter(|t| !t.is_empty())
             .collect::<Vec<_>>()
             .join(": ");
+        if !text.is_empty() {
+            return text;
+        }
     }
     if body.is_empty() {
         return "empty body".into();
     }
-    excerpt(body)
+    let text = excerpt(body);
+    if text.trim().is_empty() {
+        "a body of blanks".into()
+    } else {
+        text
+    }
 }
 
 /// The body as text, on one line, bounded.
@@ -375,7 +421,14 @@ fn days_from_civil(y: i64, m: u64, d: u64) -> Option<u64> {
 pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
     let exp = attempt.saturating_sub(1).min(30);
     let ceiling = base.saturating_mul(1u32 << exp).min(cap);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    let unit = if unit.is_nan() {
+        0.0
+    } else {
+        unit.clamp(0.0, 1.0)
+    };
+    Duration::try_from_secs_f64(ceiling.as_secs_f64() * unit)
+        .unwrap_or(ceiling)
+        .min(ceiling)
 }
 
 /// Trips after `threshold` failures in a row of the same kind, with no

@@ -33,6 +33,9 @@ pub struct Summary {
     /// Why the run stopped before the end, when it did.
     pub stopped_by: Option<String>,
     pub elapsed_seconds: f64,
+    /// From the first request out to the last answer in; `requests /
+    /// sending_seconds` is the rate achieved.
+    pub sending_seconds: f64,
     pub outcome: Exit,
     pub exit_code: u8,
     pub fatal: Option<String>,
@@ -257,6 +260,7 @@ mod tests {
             lowest_pace_percent: 100.0,
             stopped_by: None,
             elapsed_seconds: 30.0,
+            sending_seconds: 29.0,
             outcome: Exit::RowsFailed,
             exit_code: 3,
             fatal: None,

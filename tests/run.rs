@@ -167,13 +167,24 @@ fn rerun_on_the_same_state_sends_nothing() {
 
 #[test]
 fn a_killed_run_resumes_and_tracks_every_row_exactly_once() {
+    killed_run_tracks_every_row_once("full");
+}
+
+/// With `--durability normal` commits reach the OS, not the disk, at once:
+/// a crash of the process (not of the machine) still loses nothing.
+#[test]
+fn with_normal_durability_a_killed_run_loses_nothing_either() {
+    killed_run_tracks_every_row_once("normal");
+}
+
+fn killed_run_tracks_every_row_once(durability: &str) {
     let sandbox = TestSandbox::start();
     let work = Workdir::new();
     let refs = references("KL", 600);
     work.write("in.csv", reference_csv(&refs));
 
     let mut cmd = work.run_against(&sandbox, "in.csv");
-    cmd.args(["--rate", "300/s"])
+    cmd.args(["--rate", "300/s", "--durability", durability])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
@@ -187,10 +198,12 @@ fn a_killed_run_resumes_and_tracks_every_row_exactly_once() {
         "the run finished before it was killed"
     );
 
-    let out = output(
-        work.run_against(&sandbox, "in.csv")
-            .args(["--summary", "summary.json"]),
-    );
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--summary",
+        "summary.json",
+        "--durability",
+        durability,
+    ]));
     assert_exit(&out, 0);
 
     let expected: Vec<[String; 4]> = sandbox.expected_results(&refs);

@@ -371,6 +371,7 @@ async fn work(
         lowest_pace_percent: (report.lowest_pace * 100.0).round(),
         stopped_by: interrupted,
         elapsed_seconds: started.instant.elapsed().as_secs_f64(),
+        sending_seconds: report.sending.as_secs_f64(),
         outcome,
         exit_code: outcome.code(),
         fatal: report.fatal,
@@ -482,7 +483,7 @@ async fn send_pending(
     totals: Totals,
     started: Instant,
 ) -> Result<(DispatchReport, Option<String>)> {
-    let writer = Arc::new(Writer::spawn(state, batch.invocation)?);
+    let writer = Arc::new(Writer::spawn(state, batch.invocation, config.durability)?);
     let (tx, rx) = mpsc::channel::<PendingItem>(PAGE_ROWS * 2);
     let reader = Store::open_read_only(state)?;
     let feeder = std::thread::Builder::new()

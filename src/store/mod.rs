@@ -167,6 +167,30 @@ impl LoadCounts {
     }
 }
 
+/// How the writer makes a commit durable.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every commit is on disk (fsync) before its outcomes count as done:
+    /// nothing acknowledged is lost, even to a power cut.
+    #[default]
+    Full,
+    /// Commits reach the OS at once and the disk at WAL checkpoints: a
+    /// crash of trackmass loses nothing; a power cut or OS crash may lose
+    /// the last answers, whose rows are then sent again.
+    Normal,
+}
+
 /// Identifies an invocation in the `runs` table.
 pub type RunId = i64;
 
@@ -839,9 +863,11 @@ pub enum Outcome {
     /// connection, a 500 or 504): sending it again is then counted as a
     /// re-send after interruption.
     Requeue { maybe_sent: bool },
-    /// The request never left (no token could be had): back to pending,
-    /// the attempt not counted.
-    NotSent,
+    /// The request never left (dispatch stopped while it waited for its
+    /// turn, or no token could be had): back to pending, the attempt not
+    /// counted. `was_in_flight`: an earlier request for it may have reached
+    /// the service (so the next one is a re-send).
+    NotSent { was_in_flight: bool },
 }
 
 enum Op {
@@ -885,10 +911,14 @@ const MAX_GROUP: usize = 4096;
 
 impl Writer {
     /// `run` is recorded with each answer (`answered_run`).
-    pub fn spawn(path: &Path, run: RunId) -> Result<Writer> {
+    pub fn spawn(path: &Path, run: RunId, durability: Durability) -> Result<Writer> {
         let conn = Connection::open(path)
             .with_context(|| format!("{}: cannot open the state file", path.display()))?;
         configure(&conn).map_err(|e| sqlite_error(path, e))?;
+        if durability == Durability::Normal {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| sqlite_error(path, e))?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let committed = Arc::new(Committed::default());
         let counters = committed.clone();
@@ -1011,7 +1041,7 @@ fn apply(conn: &mut Connection, run: RunId, group: &[Op]) -> rusqlite::Result<De
                  updated_at = ?2 WHERE id = ?1",
         )?;
         let mut not_sent = tx.prepare_cached(
-            "UPDATE items SET status = 'pending', in_flight = 0,
+            "UPDATE items SET status = 'pending', in_flight = 0, was_in_flight = ?3,
                  attempts = max(attempts - 1, 0), updated_at = ?2 WHERE id = ?1",
         )?;
         for op in group {
@@ -1056,8 +1086,8 @@ fn apply(conn: &mut Connection, run: RunId, group: &[Op]) -> rusqlite::Result<De
                     Outcome::Requeue { maybe_sent } => {
                         requeue.execute(params![id, now, maybe_sent])?;
                     }
-                    Outcome::NotSent => {
-                        not_sent.execute(params![id, now])?;
+                    Outcome::NotSent { was_in_flight } => {
+                        not_sent.execute(params![id, now, was_in_flight])?;
                     }
                 },
                 Op::Flush { .. } => {}
@@ -1221,7 +1251,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let writer = Writer::spawn(store.path(), run).unwrap();
+        let writer = Writer::spawn(store.path(), run, Durability::Full).unwrap();
         rt.block_on(async {
             writer.dispatched(page[0].id).await.unwrap();
             writer.dispatched(page[1].id).await.unwrap();
