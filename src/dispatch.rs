@@ -1,18 +1,17 @@
 //! Sending the pending rows: concurrency, rate limit, retries, stop.
 //!
 //! One producer loop takes pending rows in id order, waits for a free slot
-//! (semaphore) and for the rate limiter (governor), then spawns a task per
-//! row. A task marks its row in flight (durably) before each POST, retries
-//! what is worth retrying, and hands the final outcome to the state writer.
+//! (semaphore), then spawns a task per row. A task marks its row in flight
+//! (durably), books its turn with the pace ([`crate::pace`]: the rate limit
+//! and the 429 back-off), sends at that moment, retries what is worth
+//! retrying, and hands the final outcome to the state writer.
 //! A fatal condition or a stop request ends the producer; tasks already
 //! sending finish and are recorded; rows not sent stay pending.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -54,21 +53,10 @@ impl Default for DispatchReport {
     }
 }
 
-/// Builds the limiter: `burst` requests back to back at most, then one per
-/// interval. With a burst of 1 the spacing is exact from the first request.
-pub fn limiter(settings: &DispatchSettings) -> DefaultDirectRateLimiter {
-    let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(settings.rate.interval())
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-        .allow_burst(burst);
-    RateLimiter::direct(quota)
-}
-
 struct Ctx {
     api: Arc<Api>,
     writer: Arc<Writer>,
     settings: DispatchSettings,
-    limiter: DefaultDirectRateLimiter,
     stop: CancellationToken,
     requests: AtomicU64,
     resent: AtomicU64,
@@ -98,8 +86,9 @@ impl Ctx {
         }
     }
 
-    /// Waits for the right to send one request: the adaptive pace (pauses
-    /// after 429s), then the rate limiter. `false` if dispatch stopped.
+    /// Waits for the right to send one request: books a slot with the pace
+    /// (rate limit, pauses after 429s) and sleeps until it. `false` if
+    /// dispatch stopped.
     async fn gate(&self) -> bool {
         loop {
             let slot = match self.pace.lock() {
@@ -120,13 +109,8 @@ impl Ctx {
                 .map(|p| p.0.is_paused(Instant::now()))
                 .unwrap_or(false);
             if !paused {
-                break;
+                return !self.stop.is_cancelled();
             }
-        }
-        tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => false,
-            _ = self.limiter.until_ready() => true,
         }
     }
 
@@ -184,8 +168,10 @@ pub async fn dispatch(
     let ctx = Arc::new(Ctx {
         api,
         writer,
-        limiter: limiter(&settings),
-        pace: Mutex::new((Pace::new(settings.rate.interval(), Instant::now()), 1.0)),
+        pace: Mutex::new((
+            Pace::new(settings.rate.interval(), settings.burst, Instant::now()),
+            1.0,
+        )),
         breaker: Mutex::new(Breaker::new(settings.trip_after)),
         settings,
         stop: stop.clone(),
@@ -460,36 +446,6 @@ fn unauthorized_message(culprit: Credential, message: &str, refreshed: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn settings(rate: &str, burst: u32) -> DispatchSettings {
-        DispatchSettings {
-            concurrency: 4,
-            rate: rate.parse().unwrap(),
-            burst,
-            timeout: Duration::from_secs(1),
-            max_attempts: 3,
-            backoff_base: Duration::from_millis(10),
-            backoff_cap: Duration::from_millis(100),
-            trip_after: 30,
-        }
-    }
-
-    #[test]
-    fn a_burst_of_one_admits_one_request_at_first() {
-        let l = limiter(&settings("10/s", 1));
-        assert!(l.check().is_ok());
-        assert!(l.check().is_err(), "second request must wait 100 ms");
-    }
-
-    #[test]
-    fn a_larger_burst_admits_that_many_at_once() {
-        let l = limiter(&settings("10/s", 3));
-        assert!(l.check().is_ok());
-        assert!(l.check().is_ok());
-        assert!(l.check().is_ok());
-        assert!(l.check().is_err());
-    }
 
     #[test]
     fn unauthorized_messages_name_the_credential() {

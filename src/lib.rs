@@ -2,7 +2,7 @@
 //! SOGET's "API Tracking Code In Mass".
 //!
 //! `csv input → validate (rayon) → state (SQLite queue + ledger) →
-//! dispatcher (tokio, governor, semaphore, retry, auth) → state → result
+//! dispatcher (tokio, GCRA pace, semaphore, retry, auth) → state → result
 //! files`, with [`sandbox`] an emulator of the API that the job only starts
 //! for `--sandbox`.
 
