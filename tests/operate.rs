@@ -664,3 +664,41 @@ fn export_and_validate_refuse_to_overwrite_their_inputs() {
     assert_eq!(std::fs::read(work.path("trackmass.db")).unwrap(), state);
     assert!(!work.path("a.csv").exists());
 }
+
+#[test]
+fn unattended_output_json_logs_and_quiet() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let mut csv = reference_csv(&references("LG", 20));
+    csv.push_str("BAD\u{1}REF\n");
+    work.write("in.csv", &csv);
+
+    // Every line on stderr is a JSON object with a level and a message;
+    // the reject is among them, with its line.
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--log-format",
+        "json",
+        "--progress",
+        "never",
+    ]));
+    assert_exit(&out, 3);
+    let lines: Vec<Value> = stderr(&out).lines().map(json).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(l["level"].is_string(), "{l}");
+        assert!(l["message"].is_string(), "{l}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "WARN" && l["message"].as_str().unwrap().contains("line 22")),
+        "{lines:?}"
+    );
+
+    // -q: nothing on stderr for a run without errors, the summary on stdout.
+    work.write("ok.csv", reference_csv(&references("LH", 5)));
+    let out = output(work.run_against(&sandbox, "ok.csv").arg("-q"));
+    assert_exit(&out, 0);
+    assert_eq!(stderr(&out), "");
+    assert!(stdout(&out).contains("5 tracked"), "{}", stdout(&out));
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole benchmark in one command: the table (cargo bench --bench
+# throughput), then the plot of throughput against concurrency.
+#
+#   scripts/bench.sh            # full sizes (about 10 minutes on 2 cores)
+#   TRACKMASS_BENCH_SCALE=small scripts/bench.sh   # a quick look
+#
+# Needs wrk for the overhead row (Debian: apt-get install wrk) and Python 3
+# for the plot (matplotlib is installed into target/bench/venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p target/bench
+if ! command -v wrk >/dev/null; then
+    echo "note: wrk is not installed (apt-get install wrk); the overhead row will lack its reference" >&2
+fi
+cargo bench --bench throughput | tee target/bench/table.md
+if [ ! -x target/bench/venv/bin/python ]; then
+    python3 -m venv target/bench/venv
+    target/bench/venv/bin/pip install --quiet --disable-pip-version-check matplotlib
+fi
+target/bench/venv/bin/python scripts/plot_concurrency.py target/bench/concurrency.csv docs/throughput-by-concurrency.png
