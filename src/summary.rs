@@ -110,12 +110,15 @@ impl Summary {
             ));
         }
         line.push_str(&format!(". Wrote {} and {}.", self.results, self.failures));
-        if self.load.already_failed > 0 {
-            line.push_str(&format!(
-                " {} rows failed in an earlier run and were not sent again \
-                 (trackmass retry sends them).",
-                self.load.already_failed
-            ));
+        match self.load.already_failed {
+            0 => {}
+            1 => line.push_str(
+                " 1 row failed in an earlier run and was not sent again (trackmass retry sends it).",
+            ),
+            n => line.push_str(&format!(
+                " {n} rows failed in an earlier run and were not sent again \
+                 (trackmass retry sends them)."
+            )),
         }
         match self.outcome {
             Exit::Interrupted => line.push_str(&format!(

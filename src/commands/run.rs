@@ -459,7 +459,7 @@ fn load_input(
         );
     }
     tracing::info!(
-        "{}: {} rows: {} new, {} already tracked, {} continued, {} duplicates, {} rejected",
+        "{}: {} rows: {} new, {} already tracked, {} continued, {} duplicate rows, {} rejected",
         config.input.display(),
         counts.rows,
         counts.new + counts.forced,
