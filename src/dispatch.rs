@@ -66,6 +66,13 @@ struct Ctx {
     breaker: Mutex<Breaker>,
     /// When the first request went out.
     first_sent: std::sync::OnceLock<Instant>,
+    /// Rows that ran out of attempts during the current streak of
+    /// identical failures (with whether their last request may have
+    /// arrived). If the streak trips the breaker, the API was down, not
+    /// these rows at fault: they go back to pending with the rest.
+    streak_victims: Mutex<Vec<(i64, bool)>>,
+    /// The breaker tripped: rows running out of attempts now are victims.
+    tripped: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -119,6 +126,9 @@ impl Ctx {
         if let Ok(mut b) = self.breaker.lock() {
             b.success();
         }
+        if let Ok(mut v) = self.streak_victims.lock() {
+            v.clear();
+        }
         if let Ok(mut p) = self.pace.lock() {
             p.0.accepted(Instant::now());
         }
@@ -126,12 +136,29 @@ impl Ctx {
 
     /// A transient failure of `kind`; trips the breaker on a long streak.
     fn api_failed(&self, kind: &str, reason: &str) {
-        let tripped = self
+        let (tripped, new_streak) = self
             .breaker
             .lock()
-            .map(|mut b| b.failure(kind))
-            .unwrap_or(false);
+            .map(|mut b| (b.failure(kind), b.streak() == 1))
+            .unwrap_or((false, false));
+        if new_streak && let Ok(mut v) = self.streak_victims.lock() {
+            v.clear();
+        }
         if tripped {
+            // Under the victims' lock, so that no row becomes a victim
+            // unseen between the flag and the list.
+            let victims = self
+                .streak_victims
+                .lock()
+                .map(|mut v| {
+                    self.tripped.store(true, Ordering::Relaxed);
+                    std::mem::take(&mut *v)
+                })
+                .unwrap_or_default();
+            for (id, maybe_sent) in victims {
+                // Queued after its `exhausted` outcome: this one stands.
+                self.record(id, Outcome::Requeue { maybe_sent });
+            }
             let streak = self.settings.trip_after;
             self.fatal(format!(
                 "the API failed {streak} times in a row ({reason}); stopping: rows not sent \
@@ -180,6 +207,8 @@ pub async fn dispatch(
         throttled: AtomicU64::new(0),
         fatal: Mutex::new(None),
         first_sent: std::sync::OnceLock::new(),
+        streak_victims: Mutex::new(Vec::new()),
+        tripped: std::sync::atomic::AtomicBool::new(false),
     });
     let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
     let mut tasks = JoinSet::new();
@@ -365,6 +394,23 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 }
                 failures += 1;
                 if failures >= ctx.settings.max_attempts {
+                    // A victim of the streak, unless the breaker already
+                    // tripped: then it stays pending at once.
+                    let after_trip = ctx
+                        .streak_victims
+                        .lock()
+                        .map(|mut v| {
+                            let tripped = ctx.tripped.load(Ordering::Relaxed);
+                            if !tripped {
+                                v.push((item.id, maybe_sent));
+                            }
+                            tripped
+                        })
+                        .unwrap_or(false);
+                    if after_trip {
+                        ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                        return;
+                    }
                     ctx.record(
                         item.id,
                         failed(
