@@ -137,7 +137,7 @@ pub struct Bearer {
 }
 
 /// Why no token could be had. Always fatal for the run.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error(
         "the token endpoint refused the client credentials (HTTP {status}{detail}); \
@@ -152,6 +152,9 @@ struct Cached {
     bearer: Option<Bearer>,
     refresh_at: Instant,
     generation: u64,
+    /// A fetch failed (fatal for the run): every request waiting for the
+    /// lock gets this at once instead of fetching again in turn.
+    failed: Option<AuthError>,
 }
 
 /// Hands out bearer tokens: one fetch at a time however many requests wait,
@@ -211,6 +214,7 @@ impl Auth {
                 bearer,
                 refresh_at: Instant::now() + Duration::from_secs(10 * 365 * 86_400),
                 generation,
+                failed: None,
             }),
             fetches: AtomicU64::new(0),
         }
@@ -234,7 +238,16 @@ impl Auth {
         {
             return Ok(b.clone());
         }
-        let (token, lifetime) = self.fetch().await?;
+        if let Some(failed) = &cache.failed {
+            return Err(failed.clone());
+        }
+        let (token, lifetime) = match self.fetch().await {
+            Ok(t) => t,
+            Err(e) => {
+                cache.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
         cache.generation += 1;
         let now = Instant::now();
         cache.refresh_at = now
@@ -246,6 +259,19 @@ impl Auth {
         };
         cache.bearer = Some(bearer.clone());
         Ok(bearer)
+    }
+
+    /// Whether `bearer` is still the current token and not due for refresh
+    /// (a request that waited for its slot checks before it goes). `false`
+    /// while a fetch is in progress.
+    pub fn still_fresh(&self, bearer: &Bearer) -> bool {
+        match self.cache.try_lock() {
+            Ok(cache) => {
+                cache.generation == bearer.generation
+                    && (Instant::now() < cache.refresh_at || !self.can_refresh())
+            }
+            Err(_) => false,
+        }
     }
 
     /// Drops the token of `generation` after it was refused, unless a newer
@@ -388,10 +414,11 @@ impl Api {
         self.endpoint.as_str()
     }
 
-    /// Sends one request body. Returns the verdict and the token generation
+    /// Sends one request body with a token from [`Auth::bearer`] (taken
+    /// before the request's rate slot, so that a token fetch never delays
+    /// requests into a bunch). Returns the verdict and the token generation
     /// used (for [`Auth::invalidate`] after a 401).
-    pub async fn track(&self, payload: &str) -> Result<(Verdict, u64), AuthError> {
-        let bearer = self.auth.bearer().await?;
+    pub async fn track(&self, bearer: &Bearer, payload: &str) -> Result<(Verdict, u64), AuthError> {
         let mut authorization = HeaderValue::from_str(&format!("Bearer {}", bearer.token.expose()))
             .map_err(|_| AuthError::Unavailable {
                 url: String::new(),

@@ -594,9 +594,11 @@ pub struct Rate {
 }
 
 impl Rate {
-    /// Time between two requests at this rate.
+    /// Time between two requests at this rate, rounded up to the
+    /// nanosecond (never faster than the rate).
     pub fn interval(&self) -> Duration {
-        self.period.div_f64(self.count)
+        let nanos = (self.period.as_nanos() as f64 / self.count).ceil();
+        Duration::from_nanos(nanos as u64)
     }
 
     /// Requests per second.

@@ -98,9 +98,9 @@ impl Ctx {
     /// dispatch stopped.
     async fn gate(&self) -> bool {
         loop {
-            let slot = match self.pace.lock() {
-                Ok(mut p) => p.0.reserve(Instant::now()),
-                Err(_) => Instant::now(),
+            let (slot, epoch) = match self.pace.lock() {
+                Ok(mut p) => (p.0.reserve(Instant::now()), p.0.epoch()),
+                Err(_) => (Instant::now(), 0),
             };
             if slot > Instant::now() {
                 tokio::select! {
@@ -109,13 +109,14 @@ impl Ctx {
                     _ = tokio::time::sleep_until(slot.into()) => {}
                 }
             }
-            // A 429 may have come in while this request waited.
-            let paused = self
+            // A 429 may have come in while this request waited: its slot
+            // was booked at the old pace, so it books again.
+            let current = self
                 .pace
                 .lock()
-                .map(|p| p.0.is_paused(Instant::now()))
-                .unwrap_or(false);
-            if !paused {
+                .map(|p| (p.0.is_paused(Instant::now()), p.0.epoch()))
+                .unwrap_or((false, epoch));
+            if current == (false, epoch) {
                 return !self.stop.is_cancelled();
             }
         }
@@ -281,41 +282,53 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             ctx.fatal("the state file writer stopped; see the error above".into());
             return;
         }
+        // Whether a request for this row may have reached the service
+        // (in this run or before it): its next one is then a re-send.
+        let not_sent = Outcome::NotSent {
+            was_in_flight: item.was_in_flight || maybe_sent,
+        };
+        // The token before the slot: a token fetch between the slot and the
+        // request would let requests pile up and leave together.
+        let bearer = match ctx.api.auth().bearer().await {
+            Ok(b) => b,
+            Err(auth) => {
+                ctx.record(item.id, not_sent);
+                ctx.fatal(format!("{auth}; rerun the same command to continue"));
+                return;
+            }
+        };
         if !ctx.gate().await {
-            let outcome = if posts == 0 {
-                Outcome::NotSent {
-                    was_in_flight: item.was_in_flight,
-                }
-            } else {
-                Outcome::Requeue { maybe_sent }
-            };
-            ctx.record(item.id, outcome);
+            ctx.record(item.id, not_sent);
             return;
         }
+        // A token that came due while the request waited is replaced (at
+        // most once per refresh, for the requests waiting then).
+        let bearer = if ctx.api.auth().still_fresh(&bearer) {
+            bearer
+        } else {
+            match ctx.api.auth().bearer().await {
+                Ok(b) => b,
+                Err(auth) => {
+                    ctx.record(item.id, not_sent);
+                    ctx.fatal(format!("{auth}; rerun the same command to continue"));
+                    return;
+                }
+            }
+        };
         ctx.first_sent.get_or_init(Instant::now);
+        let (verdict, generation) = match ctx.api.track(&bearer, &item.payload).await {
+            Ok(v) => v,
+            Err(auth) => {
+                ctx.record(item.id, not_sent);
+                ctx.fatal(format!("{auth}; rerun the same command to continue"));
+                return;
+            }
+        };
         posts += 1;
         ctx.requests.fetch_add(1, Ordering::Relaxed);
         if posts == 1 && item.was_in_flight {
             ctx.resent.fetch_add(1, Ordering::Relaxed);
         }
-        let (verdict, generation) = match ctx.api.track(&item.payload).await {
-            Ok(v) => v,
-            Err(auth) => {
-                ctx.requests.fetch_sub(1, Ordering::Relaxed);
-                ctx.record(
-                    item.id,
-                    Outcome::NotSent {
-                        was_in_flight: if posts == 1 {
-                            item.was_in_flight
-                        } else {
-                            maybe_sent
-                        },
-                    },
-                );
-                ctx.fatal(format!("{auth}; rerun the same command to continue"));
-                return;
-            }
-        };
         tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
         match verdict {
             Verdict::Created { tracking_id, units } => {
@@ -374,7 +387,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 throttled,
             } => {
                 ctx.api_failed(&retry::failure_kind(http_status, &reason), &reason);
-                maybe_sent = matches!(http_status, None | Some(500) | Some(504));
+                maybe_sent |= matches!(http_status, None | Some(500) | Some(504));
                 if let Some(wait) = retry_after
                     && wait > longest_wait(&ctx.settings)
                 {

@@ -251,7 +251,7 @@ fn problem(field: &'static str, message: String) -> Problem {
 /// [`crate::report::neutralise`] put before a formula is removed.
 pub fn unneutralise(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) => rest,
         _ => cell,
     }
 }

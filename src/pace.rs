@@ -41,6 +41,9 @@ pub struct Pace {
     tat: Option<Instant>,
     /// Last change of `factor`.
     changed_at: Instant,
+    /// Bumped by every 429: slots booked before it were booked at the old
+    /// pace and are booked again.
+    epoch: u64,
 }
 
 impl Pace {
@@ -52,7 +55,13 @@ impl Pace {
             paused_until: None,
             tat: None,
             changed_at: now,
+            epoch: 0,
         }
+    }
+
+    /// Changes with every 429 (see [`Pace::throttled`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Current share of `--rate`.
@@ -72,6 +81,7 @@ impl Pace {
             .unwrap_or(DEFAULT_PAUSE)
             .clamp(Duration::from_millis(100), MAX_PAUSE);
         let until = now.checked_add(pause).unwrap_or(now);
+        self.epoch += 1;
         let in_same_burst = self.paused_until.is_some_and(|u| now < u);
         if !in_same_burst {
             self.factor = (self.factor / 2.0).max(MIN_FACTOR);

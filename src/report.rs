@@ -108,11 +108,11 @@ pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 /// A cell as written to a result file: one that a spreadsheet would run as
-/// a formula gets a leading `'`, as OWASP recommends for CSV injection.
-/// The input reader removes that quote again, so a result file read back
-/// as input sends the original value.
+/// a formula gets a leading `'`, as OWASP recommends for CSV injection; so
+/// does one that already starts with `'`, so that the input reader, which
+/// removes exactly one such quote, gives back every value as it was.
 pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(FORMULA_STARTS) {
+    if cell.starts_with(FORMULA_STARTS) || cell.starts_with('\'') {
         std::borrow::Cow::Owned(format!("'{cell}"))
     } else {
         std::borrow::Cow::Borrowed(cell)
@@ -177,7 +177,11 @@ fn atomic_csv(
     fill: impl FnOnce(&mut csv::Writer<BufWriter<File>>) -> Result<()>,
 ) -> Result<()> {
     atomic_write(path, |file| {
-        let mut writer = csv::WriterBuilder::new().from_writer(BufWriter::new(file.try_clone()?));
+        // Every field quoted, as OWASP advises: a spreadsheet that splits on
+        // another delimiter still sees one cell.
+        let mut writer = csv::WriterBuilder::new()
+            .quote_style(csv::QuoteStyle::Always)
+            .from_writer(BufWriter::new(file.try_clone()?));
         fill(&mut writer)?;
         writer
             .into_inner()
@@ -219,6 +223,8 @@ fn atomic_write_mode(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover (or planted symlink) is removed, never written through.
+    let _ = std::fs::remove_file(&temp);
     let result = (|| -> Result<()> {
         let mut file = create_with_mode(&temp, mode)
             .with_context(|| format!("{}: cannot write here", path.display()))?;
@@ -258,7 +264,7 @@ pub fn write_atomic_public(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn create_with_mode(path: &Path, mode: u32) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -355,9 +361,13 @@ mod tests {
             assert_eq!(written, format!("'{cell}"));
             assert_eq!(crate::input::unneutralise(&written), cell);
         }
-        for cell in ["ABC123", "", "'quoted", "a=b", "1-2"] {
+        for cell in ["ABC123", "", "a=b", "1-2"] {
             assert_eq!(neutralise(cell), cell);
             assert_eq!(crate::input::unneutralise(cell), cell);
+        }
+        // A value that starts with a quote survives the round trip too.
+        for cell in ["'-ABC", "'quoted", "''"] {
+            assert_eq!(crate::input::unneutralise(&neutralise(cell)), cell);
         }
     }
 

@@ -287,11 +287,12 @@ fn read_file(
 }
 
 /// A cell read back: trimmed, and without the `'` that the result files
-/// put before a value a spreadsheet would run as a formula.
+/// put before a value a spreadsheet would run as a formula, or before a
+/// value that starts with `'` itself.
 fn as_read(text: &str) -> &str {
     let text = text.trim();
     match text.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r']) => rest,
+        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) => rest,
         _ => text,
     }
 }
