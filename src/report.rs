@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::input::Reject;
+use crate::input::{OptionalFields, Reject};
 use crate::store::{FailureRow, RunId, Store, TrackedRow};
 
 pub const RESULTS_HEADER: [&str; 4] = ["documentReference", "trackingId", "spi", "reference"];
@@ -49,16 +49,31 @@ pub fn result_lines(row: &TrackedRow) -> Vec<[&str; 4]> {
         .collect()
 }
 
-/// The line of `failures.csv` for one failed or rejected row.
-pub fn failure_line(row: &FailureRow) -> [String; 12] {
+/// The first six columns of `failures.csv` and of a rejects file: what a
+/// corrected copy needs to be an input again.
+fn request_columns(line: u64, reference: &str, fields: &OptionalFields) -> [String; 6] {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     [
-        row.line.to_string(),
-        row.document_reference.clone(),
-        text(&row.fields.way),
-        text(&row.fields.place),
-        text(&row.fields.agent_code),
-        text(&row.fields.url),
+        line.to_string(),
+        reference.to_string(),
+        text(&fields.way),
+        text(&fields.place),
+        text(&fields.agent_code),
+        text(&fields.url),
+    ]
+}
+
+/// The line of `failures.csv` for one failed or rejected row.
+pub fn failure_line(row: &FailureRow) -> [String; 12] {
+    let [line, reference, way, place, agent_code, url] =
+        request_columns(row.line, &row.document_reference, &row.fields);
+    [
+        line,
+        reference,
+        way,
+        place,
+        agent_code,
+        url,
         row.status.as_str().to_string(),
         row.http_status.map(|s| s.to_string()).unwrap_or_default(),
         row.code.clone(),
@@ -81,16 +96,9 @@ pub const REJECTS_HEADER: [&str; 7] = [
 
 /// The line of a rejects file for one rejected row.
 pub fn reject_line(r: &Reject) -> [String; 7] {
-    let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    [
-        r.line.to_string(),
-        r.document_reference.clone(),
-        text(&r.fields.way),
-        text(&r.fields.place),
-        text(&r.fields.agent_code),
-        text(&r.fields.url),
-        r.message(),
-    ]
+    let [line, reference, way, place, agent_code, url] =
+        request_columns(r.line, &r.document_reference, &r.fields);
+    [line, reference, way, place, agent_code, url, r.message()]
 }
 
 /// Writes the rejects of `validate` (atomically).

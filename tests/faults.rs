@@ -169,14 +169,18 @@ fn a_gateway_limit_below_the_rate_gets_few_429s() {
     assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
 }
 
-#[test]
-fn an_unreachable_api_stops_the_run_with_every_row_pending() {
+/// A base URL on a loopback port that nothing listens on.
+fn dead_api_url() -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!(
+    format!(
         "http://{}/api-tracking-code-in-mass/v1",
         dead.local_addr().unwrap()
-    );
-    drop(dead);
+    )
+}
+
+#[test]
+fn an_unreachable_api_stops_the_run_with_every_row_pending() {
+    let dead_url = dead_api_url();
     let sandbox = TestSandbox::start();
     let work = Workdir::new();
     let refs = references("UR", 100);
@@ -218,12 +222,7 @@ fn an_unreachable_api_stops_the_run_with_every_row_pending() {
 /// rows 1 and 2 run out before row 3's failure trips the breaker.)
 #[test]
 fn rows_that_ran_out_of_attempts_in_an_outage_stay_pending() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!(
-        "http://{}/api-tracking-code-in-mass/v1",
-        dead.local_addr().unwrap()
-    );
-    drop(dead);
+    let dead_url = dead_api_url();
     let sandbox = TestSandbox::start();
     let work = Workdir::new();
     let refs = references("OU", 10);

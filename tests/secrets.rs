@@ -373,6 +373,21 @@ fn mixed_input(work: &Workdir, prefix: &str, n: usize) -> Vec<String> {
     refs
 }
 
+/// The three credentials, and every token the sandbox issued, appear in
+/// none of the evidence.
+fn assert_no_credential(sandbox: &TestSandbox, evidence: &Evidence) {
+    let tokens = checked_issued_tokens(sandbox);
+    let needles = all_needles(
+        &[
+            ("subscription key", API_KEY),
+            ("client id", CLIENT_ID),
+            ("client secret", CLIENT_SECRET),
+        ],
+        &tokens,
+    );
+    evidence.assert_clean(&needles);
+}
+
 #[test]
 fn secrets_stay_out_of_every_output_of_traced_runs() {
     let sandbox = distinctive(Config {
@@ -456,16 +471,7 @@ fn secrets_stay_out_of_every_output_of_traced_runs() {
         evidence.add(&args.join(" "), &out);
     }
 
-    let tokens = checked_issued_tokens(&sandbox);
-    let needles = all_needles(
-        &[
-            ("subscription key", API_KEY),
-            ("client id", CLIENT_ID),
-            ("client secret", CLIENT_SECRET),
-        ],
-        &tokens,
-    );
-    evidence.assert_clean(&needles);
+    assert_no_credential(&sandbox, &evidence);
     assert_private(
         &work,
         "trackmass.db",
@@ -620,16 +626,7 @@ fn secrets_stay_out_of_a_run_through_faults_token_expiry_and_a_retry() {
     assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
     evidence.add("retry", &out);
 
-    let tokens = checked_issued_tokens(&sandbox);
-    let needles = all_needles(
-        &[
-            ("subscription key", API_KEY),
-            ("client id", CLIENT_ID),
-            ("client secret", CLIENT_SECRET),
-        ],
-        &tokens,
-    );
-    evidence.assert_clean(&needles);
+    assert_no_credential(&sandbox, &evidence);
     assert_private(&work, "trackmass.db", &["results.csv", "failures.csv"]);
 }
 
@@ -664,16 +661,7 @@ fn a_killed_run_leaves_no_secret_in_the_state_files_wal() {
         files_under(work.dir.path())
     );
     assert!(sandbox.outcome("created") < refs.len() as u64);
-    let tokens = checked_issued_tokens(&sandbox);
-    let needles = all_needles(
-        &[
-            ("subscription key", API_KEY),
-            ("client id", CLIENT_ID),
-            ("client secret", CLIENT_SECRET),
-        ],
-        &tokens,
-    );
-    evidence.assert_clean(&needles);
+    assert_no_credential(&sandbox, &evidence);
     assert_private(&work, "trackmass.db", &[]);
 
     // The same command continues and finishes.
@@ -687,16 +675,7 @@ fn a_killed_run_leaves_no_secret_in_the_state_files_wal() {
         result_lines(&work.path("results.csv")),
         sandbox.expected_results(&refs)
     );
-    let tokens = checked_issued_tokens(&sandbox);
-    let needles = all_needles(
-        &[
-            ("subscription key", API_KEY),
-            ("client id", CLIENT_ID),
-            ("client secret", CLIENT_SECRET),
-        ],
-        &tokens,
-    );
-    evidence.assert_clean(&needles);
+    assert_no_credential(&sandbox, &evidence);
     assert_private(&work, "trackmass.db", &["results.csv", "failures.csv"]);
 }
 
