@@ -234,7 +234,7 @@ impl Auth {
     pub async fn bearer(&self) -> Result<Bearer, AuthError> {
         let mut cache = self.cache.lock().await;
         if let Some(b) = &cache.bearer
-            && (Instant::now() < cache.refresh_at || !self.can_refresh())
+            && self.fresh(&cache)
         {
             return Ok(b.clone());
         }
@@ -261,15 +261,18 @@ impl Auth {
         Ok(bearer)
     }
 
+    /// Whether the cached token is not yet due for refresh (a static
+    /// token never is).
+    fn fresh(&self, cache: &Cached) -> bool {
+        Instant::now() < cache.refresh_at || !self.can_refresh()
+    }
+
     /// Whether `bearer` is still the current token and not due for refresh
     /// (a request that waited for its slot checks before it goes). `false`
     /// while a fetch is in progress.
     pub fn still_fresh(&self, bearer: &Bearer) -> bool {
         match self.cache.try_lock() {
-            Ok(cache) => {
-                cache.generation == bearer.generation
-                    && (Instant::now() < cache.refresh_at || !self.can_refresh())
-            }
+            Ok(cache) => cache.generation == bearer.generation && self.fresh(&cache),
             Err(_) => false,
         }
     }

@@ -66,13 +66,6 @@ struct Ctx {
     breaker: Mutex<Breaker>,
     /// When the first request went out.
     first_sent: std::sync::OnceLock<Instant>,
-    /// Rows that ran out of attempts during the current streak of
-    /// identical failures (with whether their last request may have
-    /// arrived). If the streak trips the breaker, the API was down, not
-    /// these rows at fault: they go back to pending with the rest.
-    streak_victims: Mutex<Vec<(i64, bool)>>,
-    /// The breaker tripped: rows running out of attempts now are victims.
-    tripped: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -127,9 +120,6 @@ impl Ctx {
         if let Ok(mut b) = self.breaker.lock() {
             b.success();
         }
-        if let Ok(mut v) = self.streak_victims.lock() {
-            v.clear();
-        }
         if let Ok(mut p) = self.pace.lock() {
             p.0.accepted(Instant::now());
         }
@@ -137,25 +127,12 @@ impl Ctx {
 
     /// A transient failure of `kind`; trips the breaker on a long streak.
     fn api_failed(&self, kind: &str, reason: &str) {
-        let (tripped, new_streak) = self
+        let (tripped, victims) = self
             .breaker
             .lock()
-            .map(|mut b| (b.failure(kind), b.streak() == 1))
-            .unwrap_or((false, false));
-        if new_streak && let Ok(mut v) = self.streak_victims.lock() {
-            v.clear();
-        }
+            .map(|mut b| (b.failure(kind), b.take_victims()))
+            .unwrap_or((false, Vec::new()));
         if tripped {
-            // Under the victims' lock, so that no row becomes a victim
-            // unseen between the flag and the list.
-            let victims = self
-                .streak_victims
-                .lock()
-                .map(|mut v| {
-                    self.tripped.store(true, Ordering::Relaxed);
-                    std::mem::take(&mut *v)
-                })
-                .unwrap_or_default();
             for (id, maybe_sent) in victims {
                 // Queued after its `exhausted` outcome: this one stands.
                 self.record(id, Outcome::Requeue { maybe_sent });
@@ -208,8 +185,6 @@ pub async fn dispatch(
         throttled: AtomicU64::new(0),
         fatal: Mutex::new(None),
         first_sent: std::sync::OnceLock::new(),
-        streak_victims: Mutex::new(Vec::new()),
-        tripped: std::sync::atomic::AtomicBool::new(false),
     });
     let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
     let mut tasks = JoinSet::new();
@@ -407,33 +382,24 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 }
                 failures += 1;
                 if failures >= ctx.settings.max_attempts {
-                    // A victim of the streak, unless the breaker already
-                    // tripped: then it stays pending at once.
-                    let after_trip = ctx
-                        .streak_victims
-                        .lock()
-                        .map(|mut v| {
-                            let tripped = ctx.tripped.load(Ordering::Relaxed);
-                            if !tripped {
-                                v.push((item.id, maybe_sent));
-                            }
-                            tripped
-                        })
-                        .unwrap_or(false);
-                    if after_trip {
-                        ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                        return;
-                    }
-                    ctx.record(
-                        item.id,
-                        failed(
-                            Status::Exhausted,
-                            http_status,
-                            "",
-                            format!("gave up after {failures} attempts; last: {reason}"),
-                            "",
-                        ),
+                    let exhausted = failed(
+                        Status::Exhausted,
+                        http_status,
+                        "",
+                        format!("gave up after {failures} attempts; last: {reason}"),
+                        "",
                     );
+                    // A victim of the streak (recorded under the breaker's
+                    // lock, so that a trip's requeue comes after it), or,
+                    // once the breaker has tripped, pending at once.
+                    let mut breaker = ctx.breaker.lock();
+                    match breaker.as_mut().map(|b| b.ran_out(item.id, maybe_sent)) {
+                        Ok(false) => {
+                            drop(breaker);
+                            ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                        }
+                        _ => ctx.record(item.id, exhausted),
+                    }
                     return;
                 }
                 let backoff = retry::backoff(

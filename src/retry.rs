@@ -434,11 +434,18 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Durati
 /// Trips after `threshold` failures in a row of the same kind, with no
 /// success between: the API is down or refusing everything, and going on
 /// would only burn attempts.
+///
+/// It also keeps the streak's victims: rows that ran out of attempts while
+/// the streak lasted. If the streak trips the breaker, the API was down,
+/// not those rows at fault, and they go back to pending with the rest.
 #[derive(Debug, Clone)]
 pub struct Breaker {
     threshold: u32,
     kind: Option<String>,
     streak: u32,
+    /// Row ids, with whether their last request may have arrived.
+    victims: Vec<(i64, bool)>,
+    tripped: bool,
 }
 
 impl Breaker {
@@ -447,6 +454,8 @@ impl Breaker {
             threshold: threshold.max(1),
             kind: None,
             streak: 0,
+            victims: Vec::new(),
+            tripped: false,
         }
     }
 
@@ -458,18 +467,38 @@ impl Breaker {
         } else {
             self.kind = Some(kind.to_string());
             self.streak = 1;
+            self.victims.clear();
         }
-        self.streak >= self.threshold
+        if self.streak >= self.threshold {
+            self.tripped = true;
+        }
+        self.tripped
     }
 
     /// Any answer that shows the API working breaks the streak.
     pub fn success(&mut self) {
         self.kind = None;
         self.streak = 0;
+        self.victims.clear();
     }
 
-    pub fn streak(&self) -> u32 {
-        self.streak
+    /// A row ran out of attempts: it is kept as a victim of the current
+    /// streak (`true`), or, once the breaker has tripped, it must stay
+    /// pending at once (`false`).
+    pub fn ran_out(&mut self, row: i64, maybe_sent: bool) -> bool {
+        if !self.tripped {
+            self.victims.push((row, maybe_sent));
+        }
+        !self.tripped
+    }
+
+    /// The victims of the streak that tripped the breaker (empty before).
+    pub fn take_victims(&mut self) -> Vec<(i64, bool)> {
+        if self.tripped {
+            std::mem::take(&mut self.victims)
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -502,6 +531,22 @@ mod tests {
         assert!(!b.failure("timed out"));
         assert!(!b.failure("timed out"));
         assert!(b.failure("timed out"));
+    }
+
+    #[test]
+    fn rows_that_ran_out_during_the_tripping_streak_are_its_victims() {
+        let mut b = Breaker::new(3);
+        assert!(!b.failure("HTTP 503"));
+        assert!(b.ran_out(1, false));
+        b.success();
+        // Row 1 ran out before a success: not a victim of a later streak.
+        assert!(!b.failure("timed out"));
+        assert!(b.ran_out(2, true));
+        assert!(!b.failure("timed out"));
+        assert!(b.take_victims().is_empty(), "not tripped yet");
+        assert!(b.failure("timed out"));
+        assert_eq!(b.take_victims(), [(2, true)]);
+        assert!(!b.ran_out(3, false), "after the trip a row stays pending");
     }
 
     #[test]

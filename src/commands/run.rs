@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +54,23 @@ pub enum Start {
         batch: Box<RunRecord>,
         retried: u64,
     },
+}
+
+impl Start {
+    fn command(&self) -> &'static str {
+        match self {
+            Start::Load { .. } => "run",
+            Start::Continue { command, .. } => command,
+        }
+    }
+
+    /// The run whose rows are worked on: the invocation itself for `run`.
+    fn batch(&self, invocation: RunId) -> RunId {
+        match self {
+            Start::Load { .. } => invocation,
+            Start::Continue { batch, .. } => batch.id,
+        }
+    }
 }
 
 /// `trackmass run`: checks, takes the state, loads the input and sends.
@@ -113,18 +131,35 @@ pub fn finish_with_error(
         exit_code: crate::error::exit_code(&error),
         error: format!("{error:#}"),
     };
-    if let Some(path) = &config.summary
-        && let Ok(json) = serde_json::to_vec_pretty(&summary)
-        && let Err(e) = report::write_atomic(path, &json)
-    {
-        tracing::error!("{e:#}");
-    }
-    if let Some(path) = &config.metrics
-        && let Err(e) = report::write_atomic_public(path, summary.prometheus().as_bytes())
-    {
+    if let Err(e) = write_summary_files(config, &summary, &summary.prometheus()) {
         tracing::error!("{e:#}");
     }
     Err(error)
+}
+
+/// Writes `--summary` (JSON, private) and `--metrics` (Prometheus textfile,
+/// readable by node_exporter) when asked. Both are attempted; the first
+/// failure is returned.
+fn write_summary_files(
+    config: &RunConfig,
+    summary: &impl Serialize,
+    prometheus: &str,
+) -> Result<()> {
+    let json = config
+        .summary
+        .as_ref()
+        .map(|path| {
+            let json =
+                serde_json::to_vec_pretty(summary).context("cannot serialize the summary")?;
+            report::write_atomic(path, &json)
+        })
+        .transpose();
+    let metrics = config
+        .metrics
+        .as_ref()
+        .map(|path| report::write_atomic_public(path, prometheus.as_bytes()))
+        .transpose();
+    json.and(metrics).map(|_| ())
 }
 
 /// When a command started, for durations and for the summary.
@@ -166,25 +201,14 @@ pub async fn session(
     started: &Started,
 ) -> Result<Exit> {
     let mut sandbox = None;
-    let (command, batch, retried) = match &start {
-        Start::Load { .. } => ("run", invocation, 0),
-        Start::Continue {
-            command,
-            batch,
-            retried,
-        } => (*command, batch.id, *retried),
-    };
     let outcome = match connect(config, credentials).await {
         Ok((sb, api)) => {
             sandbox = sb;
-            work(
-                config, ui, &mut store, invocation, batch, &start, api, started,
-            )
-            .await
+            work(config, ui, &mut store, invocation, &start, api, started).await
         }
         Err(e) => Err(e),
     };
-    let mut summary = match outcome {
+    let summary = match outcome {
         Ok(summary) => summary,
         Err(e) => {
             let _ = store.end_run(
@@ -195,8 +219,6 @@ pub async fn session(
             return Err(e);
         }
     };
-    summary.command = command.to_string();
-    summary.retried = retried;
     store.end_run(
         invocation,
         match summary.outcome {
@@ -210,13 +232,7 @@ pub async fn session(
     if let Some(fatal) = &summary.fatal {
         tracing::error!("{fatal}");
     }
-    if let Some(path) = &config.summary {
-        let json = serde_json::to_vec_pretty(&summary).context("cannot serialize the summary")?;
-        report::write_atomic(path, &json)?;
-    }
-    if let Some(path) = &config.metrics {
-        report::write_atomic_public(path, summary.prometheus().as_bytes())?;
-    }
+    write_summary_files(config, &summary, &summary.prometheus())?;
     super::print_stdout(&format!("trackmass: {}\n", summary.line()));
     if let Some(sb) = sandbox {
         let _ = sb.shutdown().await;
@@ -268,21 +284,16 @@ async fn connect(
     Ok((sandbox, api))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn work(
     config: &RunConfig,
     ui: &Ui,
     store: &mut Store,
     invocation: RunId,
-    batch: RunId,
     start: &Start,
     api: Api,
     started: &Started,
 ) -> Result<Summary> {
-    let load = match start {
-        Start::Load { load } => load.clone(),
-        Start::Continue { .. } => LoadCounts::default(),
-    };
+    let batch = start.batch(invocation);
     let recovered = store.recover_in_flight(batch)?;
     if recovered > 0 {
         tracing::warn!(
@@ -333,11 +344,17 @@ async fn work(
     }
 
     let after = store.status_counts(Some(batch))?;
-    let mut load = load;
-    if matches!(start, Start::Continue { .. }) {
+    let (load, retried) = match start {
+        Start::Load { load } => (load.clone(), 0),
         // Nothing was read, but the input's rejects still belong to it.
-        load.rejected = after.get(Status::Rejected);
-    }
+        Start::Continue { retried, .. } => (
+            LoadCounts {
+                rejected: after.get(Status::Rejected),
+                ..LoadCounts::default()
+            },
+            *retried,
+        ),
+    };
     let written = tokio::task::block_in_place(|| {
         report::write_reports(store, Some(batch), &config.out, &config.failures)
     })?;
@@ -354,13 +371,13 @@ async fn work(
         Exit::Success
     };
     Ok(Summary {
-        command: "run".into(),
+        command: start.command().into(),
         input: config.input.display().to_string(),
         state: config.state.display().to_string(),
         started_at: started.at.clone(),
         ended_at: now_rfc3339(),
         load,
-        retried: 0,
+        retried,
         tracked: after.get(Status::Tracked),
         handling_units: after.units,
         failed,

@@ -211,12 +211,16 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk before an outcome counts as done. Grouped
     // commits keep the fsync count far below one per row.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(())
 }
@@ -269,7 +273,7 @@ impl Store {
         let conn = Connection::open(path)
             .with_context(|| format!("{}: cannot open the state file", path.display()))?;
         Self::check_and_migrate(&conn, path)?;
-        configure(&conn).map_err(|e| sqlite_error(path, e))?;
+        configure(&conn, Durability::Full).map_err(|e| sqlite_error(path, e))?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -914,11 +918,7 @@ impl Writer {
     pub fn spawn(path: &Path, run: RunId, durability: Durability) -> Result<Writer> {
         let conn = Connection::open(path)
             .with_context(|| format!("{}: cannot open the state file", path.display()))?;
-        configure(&conn).map_err(|e| sqlite_error(path, e))?;
-        if durability == Durability::Normal {
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(|e| sqlite_error(path, e))?;
-        }
+        configure(&conn, durability).map_err(|e| sqlite_error(path, e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let committed = Arc::new(Committed::default());
         let counters = committed.clone();
