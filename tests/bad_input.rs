@@ -411,12 +411,21 @@ fn run_case(name: &str) {
     let state_path = work.path("trackmass.db");
     let state_before = std::fs::read(&state_path).ok();
     let as_nobody = prepare_setup(&work, &case);
-    let mut cmd = work.run_against(&sandbox, &case.input);
-    cmd.args(["--summary", "summary.json"]).args(&case.args);
-    if as_nobody {
+    let mut cmd = if as_nobody {
+        use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
+        // A copy in the work dir: the build's own directory may be closed
+        // to other users (a clone in a private temp dir).
+        let bin = work.path("trackmass-as-nobody");
+        std::fs::copy(env!("CARGO_BIN_EXE_trackmass"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = work.run_against_at(&bin, &sandbox, &case.input);
         cmd.uid(65534).gid(65534);
-    }
+        cmd
+    } else {
+        work.run_against(&sandbox, &case.input)
+    };
+    cmd.args(["--summary", "summary.json"]).args(&case.args);
     let out = output(&mut cmd);
     undo_setup(&work, &case);
 

@@ -199,7 +199,12 @@ impl Workdir {
 
     /// `trackmass` with a clean environment, in this directory.
     pub fn trackmass(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trackmass"));
+        self.trackmass_at(Path::new(env!("CARGO_BIN_EXE_trackmass")))
+    }
+
+    /// [`Workdir::trackmass`] with the binary at `program` (a copy).
+    pub fn trackmass_at(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.current_dir(self.dir.path());
         for (key, _) in std::env::vars() {
             if key.starts_with("TRACKMASS_") || key.ends_with("_PROXY") || key.ends_with("_proxy") {
@@ -212,7 +217,12 @@ impl Workdir {
 
     /// `trackmass run INPUT` pointed at `sandbox` with its credentials.
     pub fn run_against(&self, sandbox: &TestSandbox, input: &str) -> Command {
-        let mut cmd = self.trackmass();
+        self.run_against_at(Path::new(env!("CARGO_BIN_EXE_trackmass")), sandbox, input)
+    }
+
+    /// [`Workdir::run_against`] with the binary at `program` (a copy).
+    pub fn run_against_at(&self, program: &Path, sandbox: &TestSandbox, input: &str) -> Command {
+        let mut cmd = self.trackmass_at(program);
         cmd.args(["run", input, "--rate", "2000/s", "--concurrency", "8"])
             .env("TRACKMASS_BASE_URL", sandbox.base_url())
             .env("TRACKMASS_TOKEN_URL", sandbox.token_url());
