@@ -165,6 +165,10 @@ pub struct Auth {
     token_url: String,
     send_grant_type: AtomicBool,
     cache: tokio::sync::Mutex<Cached>,
+    /// The current token's generation and the moment a request stops
+    /// going out with it (past `refresh_at`, short of expiry). Apart from
+    /// `cache`, which a fetch holds for its whole length.
+    usable: std::sync::Mutex<(u64, Option<Instant>)>,
     fetches: AtomicU64,
 }
 
@@ -216,6 +220,7 @@ impl Auth {
                 generation,
                 failed: None,
             }),
+            usable: std::sync::Mutex::new((generation, None)),
             fetches: AtomicU64::new(0),
         }
     }
@@ -250,9 +255,14 @@ impl Auth {
         };
         cache.generation += 1;
         let now = Instant::now();
+        let margin = refresh_margin(lifetime);
         cache.refresh_at = now
-            .checked_add(lifetime.saturating_sub(refresh_margin(lifetime)))
+            .checked_add(lifetime.saturating_sub(margin))
             .unwrap_or(now);
+        self.publish(
+            cache.generation,
+            now.checked_add(lifetime.saturating_sub(margin / 2)),
+        );
         let bearer = Bearer {
             token,
             generation: cache.generation,
@@ -267,14 +277,23 @@ impl Auth {
         Instant::now() < cache.refresh_at || !self.can_refresh()
     }
 
-    /// Whether `bearer` is still the current token and not due for refresh
-    /// (a request that waited for its slot checks before it goes). `false`
-    /// while a fetch is in progress.
-    pub fn still_fresh(&self, bearer: &Bearer) -> bool {
-        match self.cache.try_lock() {
-            Ok(cache) => cache.generation == bearer.generation && self.fresh(&cache),
-            Err(_) => false,
+    fn publish(&self, generation: u64, usable_until: Option<Instant>) {
+        if let Ok(mut usable) = self.usable.lock() {
+            *usable = (generation, usable_until);
         }
+    }
+
+    /// Whether a request that waited for its slot may still go out with
+    /// `bearer`: the current token, short of half the refresh margin before
+    /// expiry. Past its refresh time it still goes while the next token is
+    /// fetched, so requests do not wait for a fetch with their slots passing.
+    pub fn still_usable(&self, bearer: &Bearer) -> bool {
+        if !self.can_refresh() {
+            return true;
+        }
+        self.usable.lock().is_ok_and(|usable| {
+            usable.0 == bearer.generation && usable.1.is_some_and(|u| Instant::now() < u)
+        })
     }
 
     /// Drops the token of `generation` after it was refused, unless a newer
@@ -286,6 +305,7 @@ impl Auth {
         let mut cache = self.cache.lock().await;
         if cache.generation == generation {
             cache.bearer = None;
+            self.publish(generation, None);
         }
     }
 

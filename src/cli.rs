@@ -498,6 +498,10 @@ pub struct SandboxArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub token_revoked_after: Option<Duration>,
 
+    /// How long the token endpoint takes to answer each request.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DURATION")]
+    pub token_latency: Duration,
+
     /// Make the token endpoint's gateway append grant_type itself, as
     /// SOGET's documented call (without grant_type) suggests it may.
     #[arg(long)]

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Api;
+use crate::api::{Api, AuthError, Bearer};
 use crate::config::DispatchSettings;
 use crate::pace::Pace;
 use crate::retry::{self, Breaker, Credential, Verdict};
@@ -112,6 +112,32 @@ impl Ctx {
             if current == (false, epoch) {
                 return !self.stop.is_cancelled();
             }
+        }
+    }
+
+    /// Waits for this request's turn, with a token still usable when it
+    /// comes; `None` if dispatch stopped. The token comes before the slot:
+    /// a fetch between the slot and the request would let the requests
+    /// whose slots pass meanwhile leave together when it ends, more than
+    /// the rate allows in that moment.
+    async fn turn(&self) -> Result<Option<Bearer>, AuthError> {
+        let auth = self.api.auth();
+        let mut bearer = auth.bearer().await?;
+        let mut booked_again = false;
+        loop {
+            if !self.gate().await {
+                return Ok(None);
+            }
+            if auth.still_usable(&bearer) {
+                return Ok(Some(bearer));
+            }
+            // The token ran out while this request waited (the fetch of
+            // the next one took long): a new token, then a new slot, once.
+            bearer = auth.bearer().await?;
+            if booked_again {
+                return Ok(Some(bearer));
+            }
+            booked_again = true;
         }
     }
 
@@ -262,32 +288,16 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         let not_sent = Outcome::NotSent {
             was_in_flight: item.was_in_flight || maybe_sent,
         };
-        // The token before the slot: a token fetch between the slot and the
-        // request would let requests pile up and leave together.
-        let bearer = match ctx.api.auth().bearer().await {
-            Ok(b) => b,
+        let bearer = match ctx.turn().await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                ctx.record(item.id, not_sent);
+                return;
+            }
             Err(auth) => {
                 ctx.record(item.id, not_sent);
                 ctx.fatal(format!("{auth}; rerun the same command to continue"));
                 return;
-            }
-        };
-        if !ctx.gate().await {
-            ctx.record(item.id, not_sent);
-            return;
-        }
-        // A token that came due while the request waited is replaced (at
-        // most once per refresh, for the requests waiting then).
-        let bearer = if ctx.api.auth().still_fresh(&bearer) {
-            bearer
-        } else {
-            match ctx.api.auth().bearer().await {
-                Ok(b) => b,
-                Err(auth) => {
-                    ctx.record(item.id, not_sent);
-                    ctx.fatal(format!("{auth}; rerun the same command to continue"));
-                    return;
-                }
             }
         };
         ctx.first_sent.get_or_init(Instant::now);

@@ -169,6 +169,55 @@ fn a_gateway_limit_below_the_rate_gets_few_429s() {
     assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
 }
 
+/// A slow token endpoint while requests wait for their rate slots: the
+/// requests whose slots pass during the fetch must not all leave when it
+/// ends (a gateway limited to exactly `--rate` would answer 429).
+#[test]
+fn a_slow_token_refresh_does_not_bunch_requests_past_the_limit() {
+    let sandbox = TestSandbox::with_config(Config {
+        rate_limit: Some(RateLimit {
+            calls: 20,
+            period: Duration::from_secs(1),
+        }),
+        // Refreshed 1.6 s after issue, each fetch taking 500 ms: eight
+        // requests' worth of slots at 16/s, more than the 20% headroom
+        // (left for a test machine's stalls) can absorb.
+        token_ttl: Duration::from_secs(2),
+        token_latency: Duration::from_millis(500),
+        ..quiet()
+    });
+    let work = Workdir::new();
+    let refs = references("TL", 160);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "16/s",
+        "--summary",
+        "s.json",
+    ]));
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")),
+        sandbox.expected_results(&refs)
+    );
+    let stats = sandbox.stats();
+    let tokens = stats["tokens_issued"].as_u64().unwrap_or(0);
+    let limited = sandbox.outcome("rate_limited");
+    println!(
+        "160 rows at 16/s, limit 20/s, {tokens} tokens of 2 s fetched in 500 ms: {limited} x 429"
+    );
+    assert!(
+        tokens >= 4,
+        "too few refreshes to test anything: {}",
+        stats["tokens_issued"]
+    );
+    assert_eq!(
+        limited, 0,
+        "requests bunched after a token refresh: {}",
+        stats["requests"]
+    );
+}
+
 /// A base URL on a loopback port that nothing listens on.
 fn dead_api_url() -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -57,6 +57,7 @@ pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
         seed: args.seed,
         token_ttl: args.token_ttl,
         token_revoked_after: args.token_revoked_after,
+        token_latency: args.token_latency,
         gateway_adds_grant_type: args.gateway_adds_grant_type,
         unknown_rate: args.unknown_rate,
         rate_limit: args.rate_limit.map(|r| RateLimit {

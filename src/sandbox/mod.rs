@@ -41,6 +41,8 @@ pub struct Config {
     /// When set, tokens stop working this long after issue, whatever
     /// `expires_in` said (a key rotated or a session revoked early).
     pub token_revoked_after: Option<Duration>,
+    /// How long the token endpoint takes to answer (a busy Keycloak).
+    pub token_latency: Duration,
     pub client_id: String,
     pub client_secret: String,
     pub api_key: String,
@@ -74,6 +76,7 @@ impl Default for Config {
             seed: 0,
             token_ttl: Duration::from_secs(300),
             token_revoked_after: None,
+            token_latency: Duration::ZERO,
             gateway_adds_grant_type: false,
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),

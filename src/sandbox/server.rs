@@ -150,6 +150,9 @@ fn no_store(headers: &mut HeaderMap) {
 /// `POST /soget-connect/v1/openid-connect/token`, checked in Keycloak's
 /// order: duplicated parameters, grant type, then the client.
 async fn token(State(shared): Ctx, body: Bytes) -> Response {
+    if !shared.config.token_latency.is_zero() {
+        tokio::time::sleep(shared.config.token_latency).await;
+    }
     let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
