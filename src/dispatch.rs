@@ -121,23 +121,37 @@ impl Ctx {
     /// whose slots pass meanwhile leave together when it ends, more than
     /// the rate allows in that moment.
     async fn turn(&self) -> Result<Option<Bearer>, AuthError> {
-        let auth = self.api.auth();
-        let mut bearer = auth.bearer().await?;
+        let Some(mut bearer) = self.bearer().await? else {
+            return Ok(None);
+        };
         let mut booked_again = false;
         loop {
             if !self.gate().await {
                 return Ok(None);
             }
-            if auth.still_usable(&bearer) {
+            if self.api.auth().still_usable(&bearer) {
                 return Ok(Some(bearer));
             }
             // The token ran out while this request waited (the fetch of
             // the next one took long): a new token, then a new slot, once.
-            bearer = auth.bearer().await?;
+            let Some(fresh) = self.bearer().await? else {
+                return Ok(None);
+            };
+            bearer = fresh;
             if booked_again {
                 return Ok(Some(bearer));
             }
             booked_again = true;
+        }
+    }
+
+    /// A token, unless dispatch stops first: a stop does not wait for a
+    /// slow token endpoint (the fetch is dropped).
+    async fn bearer(&self) -> Result<Option<Bearer>, AuthError> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Ok(None),
+            b = self.api.auth().bearer() => b.map(Some),
         }
     }
 

@@ -218,6 +218,46 @@ fn a_slow_token_refresh_does_not_bunch_requests_past_the_limit() {
     );
 }
 
+#[test]
+fn ctrl_c_does_not_wait_for_a_token_endpoint_that_hangs() {
+    let sandbox = TestSandbox::with_config(Config {
+        token_latency: Duration::from_secs(600),
+        ..quiet()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("TH", 50)));
+    let mut cmd = work.run_against(&sandbox, "in.csv");
+    cmd.args(["--summary", "s.json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "the token request", || {
+        sandbox.stats()["token_requests"].as_u64() >= Some(1)
+    });
+    signal(&child, libc::SIGINT);
+    // The fetch would take 600 s (and --timeout is 30 s per attempt): a
+    // stop that waited for it would still be running here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let Some(status) = status else {
+        kill9(&mut child);
+        panic!("still running 20 s after Ctrl-C, waiting for the token endpoint");
+    };
+    assert_eq!(status.code(), Some(4));
+    let s = summary(&work, "s.json");
+    assert_eq!(s["pending"], 50, "{s}");
+    assert_eq!(s["requests"], 0, "{s}");
+    assert_eq!(sandbox.stats()["tokens_issued"], 0);
+}
+
 /// A base URL on a loopback port that nothing listens on.
 fn dead_api_url() -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -37,6 +37,8 @@ struct Ledger {
     /// Requests by outcome (`created`, `duplicate`, `invalid`, …).
     outcomes: BTreeMap<&'static str, u64>,
     tokens_issued: u64,
+    /// Token requests received (counted on arrival, before any latency).
+    token_requests: u64,
     /// Creations per document reference.
     created: HashMap<String, u64>,
     /// Requests per fault key (document reference, or body hash), so that
@@ -150,6 +152,9 @@ fn no_store(headers: &mut HeaderMap) {
 /// `POST /soget-connect/v1/openid-connect/token`, checked in Keycloak's
 /// order: duplicated parameters, grant type, then the client.
 async fn token(State(shared): Ctx, body: Bytes) -> Response {
+    if let Ok(mut l) = shared.ledger.lock() {
+        l.token_requests += 1;
+    }
     if !shared.config.token_latency.is_zero() {
         tokio::time::sleep(shared.config.token_latency).await;
     }
@@ -800,6 +805,7 @@ async fn stats(State(shared): Ctx, Query(q): Query<StatsQuery>) -> Response {
     let mut body = json!({
         "requests": l.outcomes,
         "tokens_issued": l.tokens_issued,
+        "token_requests": l.token_requests,
         "documents_created": l.created.len(),
         "creations": creations,
         "max_creations_per_document": l.created.values().max().copied().unwrap_or(0),
