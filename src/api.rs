@@ -169,6 +169,8 @@ pub struct Auth {
     /// going out with it (past `refresh_at`, short of expiry). Apart from
     /// `cache`, which a fetch holds for its whole length.
     usable: std::sync::Mutex<(u64, Option<Instant>)>,
+    /// The newest token generation the API has accepted.
+    accepted: AtomicU64,
     fetches: AtomicU64,
 }
 
@@ -221,6 +223,7 @@ impl Auth {
                 failed: None,
             }),
             usable: std::sync::Mutex::new((generation, None)),
+            accepted: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
         }
     }
@@ -294,6 +297,19 @@ impl Auth {
         self.usable.lock().is_ok_and(|usable| {
             usable.0 == bearer.generation && usable.1.is_some_and(|u| Instant::now() < u)
         })
+    }
+
+    /// The API accepted the token of `generation` (it answered a request
+    /// sent with it, other than 401).
+    pub fn accepted(&self, generation: u64) {
+        self.accepted.fetch_max(generation, Ordering::Relaxed);
+    }
+
+    /// Whether the API accepted the token of `generation` or a newer one:
+    /// a 401 for it then means the token ran out early (revoked, clocks
+    /// apart), not that the client credentials are refused.
+    pub fn accepted_since(&self, generation: u64) -> bool {
+        self.accepted.load(Ordering::Relaxed) >= generation
     }
 
     /// Drops the token of `generation` after it was refused, unless a newer

@@ -155,8 +155,10 @@ impl Ctx {
         }
     }
 
-    /// The API answered something other than a transient failure.
-    fn api_worked(&self) {
+    /// The API answered something other than a transient failure, to a
+    /// request sent with the token of `generation`.
+    fn api_worked(&self, generation: u64) {
+        self.api.auth().accepted(generation);
         if let Ok(mut b) = self.breaker.lock() {
             b.success();
         }
@@ -285,7 +287,8 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
     // Transient failures other than 429s: those count against
     // --max-attempts. A 429 is the run's pace, not the row's fault.
     let mut failures: u32 = 0;
-    let mut refreshed_token = false;
+    // Fresh tokens fetched after this row's 401s.
+    let mut renewals: u32 = 0;
     // Whether the last request may have reached the service unanswered.
     let mut maybe_sent = false;
     loop {
@@ -331,7 +334,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
         match verdict {
             Verdict::Created { tracking_id, units } => {
-                ctx.api_worked();
+                ctx.api_worked(generation);
                 ctx.record(item.id, Outcome::Tracked { tracking_id, units });
                 return;
             }
@@ -339,7 +342,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 http_status,
                 reason,
             } => {
-                ctx.api_worked();
+                ctx.api_worked(generation);
                 tracing::warn!(line = item.line, "{reason}");
                 ctx.record(
                     item.id,
@@ -353,7 +356,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 message,
                 details,
             } => {
-                ctx.api_worked();
+                ctx.api_worked(generation);
                 ctx.record(
                     item.id,
                     failed(Status::Failed, Some(http_status), &code, message, &details),
@@ -363,8 +366,15 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             Verdict::Unauthorized { culprit, message } => {
                 let refreshable =
                     culprit == Credential::AccessToken && ctx.api.auth().can_refresh();
-                if refreshable && !refreshed_token {
-                    refreshed_token = true;
+                // The first 401 gets a fresh token. A later one does too if
+                // the API accepted that token (or a newer one) meanwhile: it
+                // ran out while this row waited to retry, the credentials
+                // are fine. A fresh token never accepted is refused ones.
+                let renew = refreshable
+                    && renewals < MAX_TOKEN_RENEWALS
+                    && (renewals == 0 || ctx.api.auth().accepted_since(generation));
+                if renew {
+                    renewals += 1;
                     ctx.api.auth().invalidate(generation).await;
                     continue;
                 }
@@ -446,6 +456,9 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         }
     }
 }
+
+/// Most fresh tokens one row asks for after 401s.
+const MAX_TOKEN_RENEWALS: u32 = 4;
 
 /// The longest `Retry-After` waited for: 5 minutes (APIM's longest
 /// rate-limit renewal period), or `--backoff-cap` if longer. A server that

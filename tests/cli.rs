@@ -15,3 +15,4 @@ mod run;
 mod sandbox;
 mod schemathesis;
 mod secrets;
+mod tokens;
