@@ -4,7 +4,7 @@
 //! Each must be recorded with a clear reason, without a panic, and a 201
 //! that cannot be read is never sent again.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -73,11 +73,6 @@ struct Scripted {
 
 impl Scripted {
     fn start() -> Scripted {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = seen.clone();
         let app = Router::new().route(
@@ -85,27 +80,13 @@ impl Scripted {
             post(move |body: Bytes| {
                 let log = log.clone();
                 async move {
-                    let value: serde_json::Value =
-                        serde_json::from_slice(&body).unwrap_or_default();
-                    let reference = value["documentReference"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
+                    let reference = reference_in(&body);
                     log.lock().expect("log").push(reference.clone());
                     answer(&reference)
                 }
             }),
         );
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
-                Ipv4Addr::LOCALHOST,
-                0,
-            ))))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (runtime, addr) = serve_on_loopback(app);
         Scripted {
             _runtime: runtime,
             addr,

@@ -135,38 +135,48 @@ fn tokens_revoked_every_second_fail_no_row() {
     assert_eq!(stats["max_creations_per_document"], 1);
 }
 
-#[test]
-fn a_gateway_limit_below_the_rate_gets_few_429s() {
+/// Sends `rows` references at `rate` through a gateway limited to 20/s,
+/// the rest of the sandbox as `config` says; checks that every row was
+/// tracked once and returns the sandbox and the run's summary.
+fn run_under_a_limit_of_20_per_s(config: Config, rows: usize, rate: &str) -> (TestSandbox, Value) {
     let sandbox = TestSandbox::with_config(Config {
         rate_limit: Some(RateLimit {
             calls: 20,
             period: Duration::from_secs(1),
         }),
-        ..quiet()
+        ..config
     });
     let work = Workdir::new();
-    let refs = references("RL", 300);
+    let refs = references("RL", rows);
     work.write("in.csv", reference_csv(&refs));
-    let out = output(work.run_against(&sandbox, "in.csv").args([
-        "--rate",
-        "60/s",
-        "--summary",
-        "s.json",
-    ]));
+    let out =
+        output(
+            work.run_against(&sandbox, "in.csv")
+                .args(["--rate", rate, "--summary", "s.json"]),
+        );
     assert_exit(&out, 0);
     assert_eq!(
         result_lines(&work.path("results.csv")),
         sandbox.expected_results(&refs)
     );
-    let limited = sandbox.outcome("rate_limited");
+    assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
     let s = summary(&work, "s.json");
-    assert_eq!(s["throttled"].as_u64().unwrap(), limited);
+    assert_eq!(
+        s["throttled"].as_u64(),
+        Some(sandbox.outcome("rate_limited"))
+    );
+    (sandbox, s)
+}
+
+#[test]
+fn a_gateway_limit_below_the_rate_gets_few_429s() {
+    let (sandbox, s) = run_under_a_limit_of_20_per_s(quiet(), 300, "60/s");
+    let limited = sandbox.outcome("rate_limited");
     println!(
         "rate limit 20/s, --rate 60/s: 300 rows, {limited} answers 429, pace down to {}%",
         s["lowest_pace_percent"]
     );
     assert!(limited <= 25, "{limited} answers 429: a storm");
-    assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
 }
 
 /// A slow token endpoint while requests wait for their rate slots: the
@@ -174,43 +184,22 @@ fn a_gateway_limit_below_the_rate_gets_few_429s() {
 /// ends (a gateway limited to exactly `--rate` would answer 429).
 #[test]
 fn a_slow_token_refresh_does_not_bunch_requests_past_the_limit() {
-    let sandbox = TestSandbox::with_config(Config {
-        rate_limit: Some(RateLimit {
-            calls: 20,
-            period: Duration::from_secs(1),
-        }),
+    let config = Config {
         // Refreshed 1.6 s after issue, each fetch taking 500 ms: eight
         // requests' worth of slots at 16/s, more than the 20% headroom
         // (left for a test machine's stalls) can absorb.
         token_ttl: Duration::from_secs(2),
         token_latency: Duration::from_millis(500),
         ..quiet()
-    });
-    let work = Workdir::new();
-    let refs = references("TL", 160);
-    work.write("in.csv", reference_csv(&refs));
-    let out = output(work.run_against(&sandbox, "in.csv").args([
-        "--rate",
-        "16/s",
-        "--summary",
-        "s.json",
-    ]));
-    assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    };
+    let (sandbox, _) = run_under_a_limit_of_20_per_s(config, 160, "16/s");
     let stats = sandbox.stats();
     let tokens = stats["tokens_issued"].as_u64().unwrap_or(0);
     let limited = sandbox.outcome("rate_limited");
     println!(
         "160 rows at 16/s, limit 20/s, {tokens} tokens of 2 s fetched in 500 ms: {limited} x 429"
     );
-    assert!(
-        tokens >= 4,
-        "too few refreshes to test anything: {}",
-        stats["tokens_issued"]
-    );
+    assert!(tokens >= 4, "too few refreshes to test anything: {tokens}");
     assert_eq!(
         limited, 0,
         "requests bunched after a token refresh: {}",

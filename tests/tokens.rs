@@ -5,7 +5,7 @@
 //! does mean that.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -45,11 +45,6 @@ struct Scripted {
 
 impl Scripted {
     fn start(script: HashMap<&'static str, Vec<Step>>) -> Scripted {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
         let log: Arc<Mutex<Log>> = Arc::default();
         let (token_log, track_log) = (log.clone(), log.clone());
         let script = Arc::new(script);
@@ -76,12 +71,7 @@ impl Scripted {
                 post(move |headers: HeaderMap, body: Bytes| {
                     let (log, script) = (track_log.clone(), script.clone());
                     async move {
-                        let value: serde_json::Value =
-                            serde_json::from_slice(&body).unwrap_or_default();
-                        let reference = value["documentReference"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string();
+                        let reference = reference_in(&body);
                         let token = headers
                             .get(header::AUTHORIZATION)
                             .and_then(|v| v.to_str().ok())
@@ -105,16 +95,7 @@ impl Scripted {
                     }
                 }),
             );
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
-                Ipv4Addr::LOCALHOST,
-                0,
-            ))))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (runtime, addr) = serve_on_loopback(app);
         Scripted {
             _runtime: runtime,
             addr,

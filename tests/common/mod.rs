@@ -412,3 +412,32 @@ pub fn signal(child: &Child, sig: i32) {
     let rc = unsafe { libc::kill(pid, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
+
+/// Serves `app` on 127.0.0.1:0 from a runtime of its own (kept alive by the
+/// caller), for scripted servers; returns the runtime and the address.
+pub fn serve_on_loopback(app: axum::Router) -> (tokio::runtime::Runtime, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            0,
+        ))))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (runtime, addr)
+}
+
+/// The `documentReference` of a request body, or "" (for scripted servers).
+pub fn reference_in(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default()["documentReference"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
