@@ -41,13 +41,55 @@ pub enum TokenSource {
 pub struct Credentials {
     pub api_key: Secret,
     pub token: TokenSource,
+    /// Where each one came from, as messages name it.
+    pub names: CredentialNames,
+}
+
+/// How messages name each credential: its environment variable, or the
+/// key of the configuration file it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialNames {
+    pub api_key: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub access_token: String,
+}
+
+impl Default for CredentialNames {
+    fn default() -> CredentialNames {
+        CredentialNames {
+            api_key: ENV_API_KEY.into(),
+            client_id: ENV_CLIENT_ID.into(),
+            client_secret: ENV_CLIENT_SECRET.into(),
+            access_token: ENV_ACCESS_TOKEN.into(),
+        }
+    }
+}
+
+/// A credential as looked up, and how messages name where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub value: String,
+    pub name: String,
 }
 
 impl Credentials {
-    /// Reads credentials with `lookup` (the process environment in
-    /// production). Empty values count as missing.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Credentials, String> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    /// Reads credentials with `lookup`, by environment variable name (the
+    /// process environment, then the configuration file). Empty values
+    /// count as missing.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<Found>) -> Result<Credentials, String> {
+        let mut names = CredentialNames::default();
+        let mut get = |var: &str| {
+            let found = lookup(var).filter(|f| !f.value.trim().is_empty())?;
+            let name = match var {
+                ENV_API_KEY => &mut names.api_key,
+                ENV_CLIENT_ID => &mut names.client_id,
+                ENV_CLIENT_SECRET => &mut names.client_secret,
+                _ => &mut names.access_token,
+            };
+            *name = found.name;
+            Some(found.value)
+        };
         let api_key = get(ENV_API_KEY);
         let token = get(ENV_ACCESS_TOKEN);
         let client_id = get(ENV_CLIENT_ID);
@@ -81,6 +123,7 @@ impl Credentials {
             (Some(key), Some(token)) if missing.is_empty() => Ok(Credentials {
                 api_key: Secret::new(key),
                 token,
+                names,
             }),
             _ => Err(format!(
                 "missing credentials: set {} in the environment \
@@ -141,9 +184,14 @@ pub struct Bearer {
 pub enum AuthError {
     #[error(
         "the token endpoint refused the client credentials (HTTP {status}{detail}); \
-         check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET}"
+         check {check}"
     )]
-    Refused { status: u16, detail: String },
+    Refused {
+        status: u16,
+        detail: String,
+        /// The credentials to check, named as the user gave them.
+        check: String,
+    },
     #[error("the token endpoint {url} could not be used: {reason}")]
     Unavailable { url: String, reason: String },
 }
@@ -163,6 +211,8 @@ pub struct Auth {
     source: TokenSource,
     http: reqwest::Client,
     token_url: String,
+    /// The client credentials as messages name them.
+    client_names: String,
     send_grant_type: AtomicBool,
     cache: tokio::sync::Mutex<Cached>,
     /// The current token's generation and the moment a request stops
@@ -202,7 +252,12 @@ pub fn refresh_margin(lifetime: Duration) -> Duration {
 }
 
 impl Auth {
-    fn new(source: TokenSource, http: reqwest::Client, settings: &ApiSettings) -> Auth {
+    fn new(
+        source: TokenSource,
+        names: &CredentialNames,
+        http: reqwest::Client,
+        settings: &ApiSettings,
+    ) -> Auth {
         let generation = 0;
         let bearer = match &source {
             TokenSource::Static(t) => Some(Bearer {
@@ -213,6 +268,7 @@ impl Auth {
         };
         Auth {
             source,
+            client_names: format!("{} and {}", names.client_id, names.client_secret),
             http,
             token_url: settings.token_url.clone(),
             send_grant_type: AtomicBool::new(settings.send_grant_type),
@@ -404,7 +460,11 @@ impl Auth {
                 (false, true) => format!(" {code}"),
                 (_, false) => format!(" {code}: {description}"),
             };
-            return Err(AuthError::Refused { status, detail });
+            return Err(AuthError::Refused {
+                status,
+                detail,
+                check: self.client_names.clone(),
+            });
         }
         Err(AuthError::Unavailable {
             url: self.token_url.clone(),
@@ -421,13 +481,17 @@ pub struct Api {
     endpoint: reqwest::Url,
     api_key: HeaderValue,
     auth: Auth,
+    names: CredentialNames,
 }
 
 impl Api {
     pub fn new(settings: &ApiSettings, credentials: Credentials) -> Result<Api> {
         let http = http_client(settings)?;
         let mut api_key = HeaderValue::from_str(credentials.api_key.expose()).map_err(|_| {
-            anyhow::anyhow!("{ENV_API_KEY} contains characters not allowed in a header")
+            anyhow::anyhow!(
+                "{} contains characters not allowed in a header",
+                credentials.names.api_key
+            )
         })?;
         api_key.set_sensitive(true);
         let endpoint = format!(
@@ -438,15 +502,26 @@ impl Api {
         let endpoint = reqwest::Url::parse(&endpoint)
             .with_context(|| format!("the API URL {endpoint:?} is not a URL"))?;
         Ok(Api {
-            auth: Auth::new(credentials.token, http.clone(), settings),
+            auth: Auth::new(
+                credentials.token,
+                &credentials.names,
+                http.clone(),
+                settings,
+            ),
             http,
             endpoint,
             api_key,
+            names: credentials.names,
         })
     }
 
     pub fn auth(&self) -> &Auth {
         &self.auth
+    }
+
+    /// How messages name the credentials.
+    pub fn names(&self) -> &CredentialNames {
+        &self.names
     }
 
     pub fn endpoint(&self) -> &str {
@@ -572,13 +647,33 @@ fn transport_reason(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
 
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<Found> + 'a {
         move |k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
+            pairs.iter().find(|(n, _)| *n == k).map(|(n, v)| Found {
+                value: v.to_string(),
+                name: n.to_string(),
+            })
         }
+    }
+
+    #[test]
+    fn credentials_are_named_where_they_were_found() {
+        let lookup = |var: &str| {
+            let name = match var {
+                ENV_API_KEY => "credentials.api_key in t.toml".to_string(),
+                _ => var.to_string(),
+            };
+            let value = if var == ENV_ACCESS_TOKEN { "" } else { "v" };
+            Some(Found {
+                value: value.into(),
+                name,
+            })
+        };
+        let c = Credentials::from_lookup(lookup).unwrap();
+        assert_eq!(c.names.api_key, "credentials.api_key in t.toml");
+        assert_eq!(c.names.client_id, ENV_CLIENT_ID);
+        // An empty token is missing: client credentials are used.
+        assert!(matches!(c.token, TokenSource::Client { .. }));
     }
 
     #[test]

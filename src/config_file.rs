@@ -77,9 +77,15 @@ impl ConfigFile {
         })
     }
 
-    /// The credential that `var` names, from the file.
-    pub fn secret(&self, var: &str) -> Option<String> {
-        self.secrets.get(var).cloned()
+    /// The credential that `var` names, from the file, named as its key
+    /// in the file.
+    pub fn secret(&self, var: &str) -> Option<api::Found> {
+        let value = self.secrets.get(var)?;
+        let key = CREDENTIAL_KEYS.iter().find(|(_, v)| *v == var)?.0;
+        Some(api::Found {
+            value: value.clone(),
+            name: format!("credentials.{key} in {}", self.path.display()),
+        })
     }
 
     /// `argv` with the file's settings for `subcommand` inserted right
@@ -420,7 +426,13 @@ mod tests {
         assert!(!err.contains("\"k\""), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let f = ConfigFile::load(&path).unwrap();
-        assert_eq!(f.secret(api::ENV_API_KEY).as_deref(), Some("k"));
+        let found = f.secret(api::ENV_API_KEY).unwrap();
+        assert_eq!(found.value, "k");
+        assert_eq!(
+            found.name,
+            format!("credentials.api_key in {}", path.display())
+        );
+        assert_eq!(f.secret(api::ENV_CLIENT_ID), None);
         // Settings without credentials may be world-readable.
         std::fs::write(&path, "rate = \"5/s\"\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Api, AuthError, Bearer};
+use crate::api::{Api, AuthError, Bearer, CredentialNames};
 use crate::config::DispatchSettings;
 use crate::pace::Pace;
 use crate::retry::{self, Breaker, Credential, Verdict};
@@ -379,7 +379,12 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                     continue;
                 }
                 ctx.record(item.id, Outcome::Requeue { maybe_sent: false });
-                ctx.fatal(unauthorized_message(culprit, &message, refreshable));
+                ctx.fatal(unauthorized_message(
+                    culprit,
+                    &message,
+                    refreshable,
+                    ctx.api.names(),
+                ));
                 return;
             }
             Verdict::Fatal { message, .. } => {
@@ -485,20 +490,25 @@ fn failed(
     }
 }
 
-fn unauthorized_message(culprit: Credential, message: &str, refreshed: bool) -> String {
+fn unauthorized_message(
+    culprit: Credential,
+    message: &str,
+    refreshed: bool,
+    names: &CredentialNames,
+) -> String {
     let what = match culprit {
         Credential::SubscriptionKey => {
-            "the API refused the subscription key (TRACKMASS_API_KEY)".to_string()
+            format!("the API refused the subscription key ({})", names.api_key)
         }
-        Credential::AccessToken if refreshed => {
+        Credential::AccessToken if refreshed => format!(
             "the API refused the access token, even a freshly issued one \
-             (check that the client TRACKMASS_CLIENT_ID is allowed to use this API)"
-                .to_string()
-        }
-        Credential::AccessToken => {
-            "the API refused the access token (TRACKMASS_ACCESS_TOKEN); it may have expired"
-                .to_string()
-        }
+             (check that the client {} is allowed to use this API)",
+            names.client_id
+        ),
+        Credential::AccessToken => format!(
+            "the API refused the access token ({}); it may have expired",
+            names.access_token
+        ),
     };
     format!(
         "{what}: {message}; nothing more was sent, rerun with the right credentials to continue"
@@ -511,9 +521,19 @@ mod tests {
 
     #[test]
     fn unauthorized_messages_name_the_credential() {
-        let key = unauthorized_message(Credential::SubscriptionKey, "Access denied", false);
+        let names = CredentialNames::default();
+        let key = unauthorized_message(Credential::SubscriptionKey, "Access denied", false, &names);
         assert!(key.contains("TRACKMASS_API_KEY"), "{key}");
-        let token = unauthorized_message(Credential::AccessToken, "expired", true);
+        let token = unauthorized_message(Credential::AccessToken, "expired", true, &names);
         assert!(token.contains("freshly issued"), "{token}");
+        let from_file = CredentialNames {
+            api_key: "credentials.api_key in /etc/trackmass.toml".into(),
+            ..CredentialNames::default()
+        };
+        let key = unauthorized_message(Credential::SubscriptionKey, "denied", false, &from_file);
+        assert!(
+            key.contains("(credentials.api_key in /etc/trackmass.toml)"),
+            "{key}"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
 
+use trackmass::api::Found;
 use trackmass::cli::Cli;
 use trackmass::commands::print_stderr;
 use trackmass::commands::run::SecretLookup;
@@ -57,7 +58,13 @@ fn parse(argv: &[OsString]) -> anyhow::Result<(Cli, SecretLookup)> {
     let command = Cli::command();
     let matches = command.clone().get_matches_from(argv);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let env_lookup = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let env_lookup = |name: &str| {
+        let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+        Some(Found {
+            value,
+            name: name.to_string(),
+        })
+    };
     let Some(path) = cli.config.clone() else {
         return Ok((cli, Arc::new(env_lookup)));
     };

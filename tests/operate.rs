@@ -702,3 +702,52 @@ fn unattended_output_json_logs_and_quiet() {
     assert_eq!(stderr(&out), "");
     assert!(stdout(&out).contains("5 tracked"), "{}", stdout(&out));
 }
+
+#[test]
+fn refused_credentials_from_the_config_file_are_named_as_its_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("CK", 3)));
+    let run = |api_key: &str, client_secret: &str| {
+        let path = work.write(
+            "trackmass.toml",
+            format!(
+                "[credentials]\napi_key = \"{api_key}\"\nclient_id = \"{CLIENT_ID}\"\n\
+                 client_secret = \"{client_secret}\"\n"
+            ),
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = output(work.trackmass().args([
+            "--config",
+            "trackmass.toml",
+            "run",
+            "in.csv",
+            "--base-url",
+            &sandbox.base_url(),
+            "--token-url",
+            &sandbox.token_url(),
+        ]));
+        assert_exit(&out, 1);
+        stderr(&out)
+    };
+
+    let err = run("wrong-key", CLIENT_SECRET);
+    assert!(
+        err.contains("refused the subscription key (credentials.api_key in trackmass.toml)"),
+        "{err}"
+    );
+    let err = run(API_KEY, "wrong-secret");
+    assert!(
+        err.contains(
+            "check credentials.client_id in trackmass.toml and \
+             credentials.client_secret in trackmass.toml"
+        ),
+        "{err}"
+    );
+    for err in [run("wrong-key", CLIENT_SECRET), err] {
+        assert!(!err.contains("TRACKMASS_"), "{err}");
+        assert!(!err.contains("wrong-"), "{err}");
+    }
+    assert_eq!(sandbox.outcome("created"), 0);
+}

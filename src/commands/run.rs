@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Api, ApiSettings, Credentials, TokenSource};
+use crate::api::{Api, ApiSettings, CredentialNames, Credentials, Found, TokenSource};
 use crate::cli::ProgressMode;
 use crate::config::RunConfig;
 use crate::dispatch::{self, DispatchReport};
@@ -41,7 +41,7 @@ pub struct Ui {
 }
 
 /// Looks up a credential by its environment variable's name.
-pub type SecretLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+pub type SecretLookup = Arc<dyn Fn(&str) -> Option<Found> + Send + Sync>;
 
 /// What an invocation works on.
 pub enum Start {
@@ -266,6 +266,7 @@ async fn connect(
                     client_id: Secret::new(sandbox::CLIENT_ID),
                     client_secret: Secret::new(sandbox::CLIENT_SECRET),
                 },
+                names: CredentialNames::default(),
             };
             let (b, t) = (sb.base_url(), sb.token_url());
             (Some(sb), credentials, b, t)
