@@ -215,10 +215,10 @@ pub struct Auth {
     client_names: String,
     send_grant_type: AtomicBool,
     cache: tokio::sync::Mutex<Cached>,
-    /// The current token's generation and the moment a request stops
-    /// going out with it (past `refresh_at`, short of expiry). Apart from
-    /// `cache`, which a fetch holds for its whole length.
-    usable: std::sync::Mutex<(u64, Option<Instant>)>,
+    /// The newest token and the moment requests stop going out with it
+    /// (past `refresh_at`, short of expiry; `None`: never), `None` after a
+    /// 401. Apart from `cache`, which a fetch holds for its whole length.
+    current: std::sync::Mutex<Option<(Bearer, Option<Instant>)>>,
     /// The newest token generation the API has accepted.
     accepted: AtomicU64,
     fetches: AtomicU64,
@@ -272,13 +272,13 @@ impl Auth {
             http,
             token_url: settings.token_url.clone(),
             send_grant_type: AtomicBool::new(settings.send_grant_type),
+            current: std::sync::Mutex::new(bearer.clone().map(|b| (b, None))),
             cache: tokio::sync::Mutex::new(Cached {
                 bearer,
                 refresh_at: Instant::now() + Duration::from_secs(10 * 365 * 86_400),
                 generation,
                 failed: None,
             }),
-            usable: std::sync::Mutex::new((generation, None)),
             accepted: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
         }
@@ -318,14 +318,15 @@ impl Auth {
         cache.refresh_at = now
             .checked_add(lifetime.saturating_sub(margin))
             .unwrap_or(now);
-        self.publish(
-            cache.generation,
-            now.checked_add(lifetime.saturating_sub(margin / 2)),
-        );
         let bearer = Bearer {
             token,
             generation: cache.generation,
         };
+        // A past instant, not "never", if the lifetime overflows.
+        let until = now
+            .checked_add(lifetime.saturating_sub(margin / 2))
+            .unwrap_or(now);
+        self.publish(Some((bearer.clone(), Some(until))));
         cache.bearer = Some(bearer.clone());
         Ok(bearer)
     }
@@ -336,23 +337,24 @@ impl Auth {
         Instant::now() < cache.refresh_at || !self.can_refresh()
     }
 
-    fn publish(&self, generation: u64, usable_until: Option<Instant>) {
-        if let Ok(mut usable) = self.usable.lock() {
-            *usable = (generation, usable_until);
+    fn publish(&self, current: Option<(Bearer, Option<Instant>)>) {
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = current;
         }
     }
 
-    /// Whether a request that waited for its slot may still go out with
-    /// `bearer`: the current token, short of half the refresh margin before
-    /// expiry. Past its refresh time it still goes while the next token is
-    /// fetched, so requests do not wait for a fetch with their slots passing.
-    pub fn still_usable(&self, bearer: &Bearer) -> bool {
-        if !self.can_refresh() {
-            return true;
+    /// The token a request whose slot has come goes out with, without
+    /// waiting: the newest one, unless refused or within half the refresh
+    /// margin of expiry. Past its refresh time it still serves while the
+    /// next one is fetched, so slots do not pass while requests wait for a
+    /// fetch. `None` if there is no such token.
+    pub fn usable(&self) -> Option<Bearer> {
+        let current = self.current.lock().ok()?;
+        match current.as_ref()? {
+            (bearer, None) => Some(bearer.clone()),
+            (bearer, Some(until)) if Instant::now() < *until => Some(bearer.clone()),
+            _ => None,
         }
-        self.usable.lock().is_ok_and(|usable| {
-            usable.0 == bearer.generation && usable.1.is_some_and(|u| Instant::now() < u)
-        })
     }
 
     /// The API accepted the token of `generation` (it answered a request
@@ -377,7 +379,7 @@ impl Auth {
         let mut cache = self.cache.lock().await;
         if cache.generation == generation {
             cache.bearer = None;
-            self.publish(generation, None);
+            self.publish(None);
         }
     }
 

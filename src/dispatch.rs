@@ -115,11 +115,12 @@ impl Ctx {
         }
     }
 
-    /// Waits for this request's turn, with a token still usable when it
-    /// comes; `None` if dispatch stopped. The token comes before the slot:
-    /// a fetch between the slot and the request would let the requests
-    /// whose slots pass meanwhile leave together when it ends, more than
-    /// the rate allows in that moment.
+    /// Waits for this request's turn and the token it goes out with;
+    /// `None` if dispatch stopped. A token is had (fetched if due) before
+    /// the slot is booked, and every request leaves right at a slot: a
+    /// fetch between the slot and the request would let the requests whose
+    /// slots pass meanwhile leave together when it ends, more than the rate
+    /// allows in that moment.
     async fn turn(&self) -> Result<Option<Bearer>, AuthError> {
         let Some(mut bearer) = self.bearer().await? else {
             return Ok(None);
@@ -129,18 +130,21 @@ impl Ctx {
             if !self.gate().await {
                 return Ok(None);
             }
-            if self.api.auth().still_usable(&bearer) {
+            if let Some(current) = self.api.auth().usable() {
+                return Ok(Some(current));
+            }
+            if booked_again {
+                // Tokens live shorter than the wait for a slot: go with the
+                // one fetched for it (a 401 renews it).
                 return Ok(Some(bearer));
             }
-            // The token ran out while this request waited (the fetch of
-            // the next one took long): a new token, then a new slot, once.
+            // No token to go with (refused by a 401, or the fetch of the
+            // next one outlasted the old one): one, then a new slot.
+            tracing::debug!("no usable token at the rate slot; booking another");
             let Some(fresh) = self.bearer().await? else {
                 return Ok(None);
             };
             bearer = fresh;
-            if booked_again {
-                return Ok(Some(bearer));
-            }
             booked_again = true;
         }
     }
@@ -375,20 +379,34 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                     && (renewals == 0 || ctx.api.auth().accepted_since(generation));
                 if renew {
                     renewals += 1;
-                    ctx.api.auth().invalidate(generation).await;
-                    continue;
+                    tokio::select! {
+                        biased;
+                        _ = ctx.stop.cancelled() => {
+                            ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                            return;
+                        }
+                        _ = ctx.api.auth().invalidate(generation) => continue,
+                    }
                 }
-                ctx.record(item.id, Outcome::Requeue { maybe_sent: false });
-                ctx.fatal(unauthorized_message(
-                    culprit,
-                    &message,
-                    refreshable,
-                    ctx.api.names(),
-                ));
+                ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                let message = if refreshable
+                    && renewals >= MAX_TOKEN_RENEWALS
+                    && ctx.api.auth().accepted_since(generation)
+                {
+                    format!(
+                        "the API refused {renewals} fresh access tokens for line {}, though \
+                         it accepted them for others: tokens seem to be revoked before their \
+                         expires_in ({message}); rerun to continue",
+                        item.line
+                    )
+                } else {
+                    unauthorized_message(culprit, &message, refreshable, ctx.api.names())
+                };
+                ctx.fatal(message);
                 return;
             }
             Verdict::Fatal { message, .. } => {
-                ctx.record(item.id, Outcome::Requeue { maybe_sent: false });
+                ctx.record(item.id, Outcome::Requeue { maybe_sent });
                 ctx.fatal(format!(
                     "{message}; rows not sent stay pending, rerun to continue"
                 ));
