@@ -21,6 +21,8 @@ use crate::common::*;
 enum Step {
     /// The service's 401 for an expired or revoked token.
     Unauthorized,
+    /// The same, after this many milliseconds.
+    SlowUnauthorized(u64),
     /// 503 with `Retry-After` in seconds.
     Unavailable(u32),
     Created,
@@ -91,6 +93,9 @@ impl Scripted {
                             .or(steps.last())
                             .copied()
                             .unwrap_or(Step::Created);
+                        if let Step::SlowUnauthorized(ms) = step {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                        }
                         answer(step, &reference)
                     }
                 }),
@@ -126,7 +131,7 @@ fn json(status: StatusCode, body: String) -> Response {
 
 fn answer(step: Step, reference: &str) -> Response {
     match step {
-        Step::Unauthorized => json(
+        Step::Unauthorized | Step::SlowUnauthorized(_) => json(
             StatusCode::UNAUTHORIZED,
             r#"{"code":"UNAUTHORIZED","message":"Invalid or expired access token"}"#.into(),
         ),
@@ -196,4 +201,37 @@ fn a_fresh_token_refused_on_first_use_stops_the_run() {
     // At most one fresh token per row that met the first 401.
     let tokens = server.log.lock().expect("log").tokens;
     assert!(tokens <= 3, "{tokens} tokens fetched");
+}
+
+#[test]
+fn a_row_whose_fresh_tokens_keep_being_revoked_stops_the_run_saying_so() {
+    use Step::*;
+    // REVOKED meets a 401 for every token, 200 ms after sending it; in
+    // that time other rows get through with the same token (300 rows at
+    // 100/s outlast REVOKED's 5 tries).
+    let script = HashMap::from([("REVOKED", vec![SlowUnauthorized(200)])]);
+    let others: Vec<String> = (0..300).map(|i| format!("OK{i:03}")).collect();
+    let server = Scripted::start(script);
+    let work = Workdir::new();
+    work.write(
+        "in.csv",
+        format!("documentReference\nREVOKED\n{}\n", others.join("\n")),
+    );
+    let out = server.run(&work);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("refused 4 fresh access tokens for line 2")
+            && err.contains("revoked before their expires_in"),
+        "{err}"
+    );
+    assert!(!err.contains("even a freshly issued one"), "{err}");
+    // The first token, then one per renewal.
+    let revoked: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|(r, _)| r == "REVOKED")
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(revoked, ["tok1", "tok2", "tok3", "tok4", "tok5"]);
 }
