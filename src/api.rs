@@ -376,10 +376,19 @@ impl Auth {
         if !self.can_refresh() {
             return;
         }
+        // Withdrawn at once, not after a fetch in progress ends: until then
+        // requests at their slot would go with a token sure to be refused.
+        // A newer token is published later, under the cache lock.
+        if let Ok(mut current) = self.current.lock()
+            && current
+                .as_ref()
+                .is_some_and(|(b, _)| b.generation == generation)
+        {
+            *current = None;
+        }
         let mut cache = self.cache.lock().await;
         if cache.generation == generation {
             cache.bearer = None;
-            self.publish(None);
         }
     }
 

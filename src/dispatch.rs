@@ -293,8 +293,10 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
     let mut failures: u32 = 0;
     // Fresh tokens fetched after this row's 401s.
     let mut renewals: u32 = 0;
-    // Whether the last request may have reached the service unanswered.
-    let mut maybe_sent = false;
+    // Whether a request for this row may have reached the service
+    // unanswered (in this run, or before it: an interrupted one). When the
+    // row goes back to pending, its next request is then a re-send.
+    let mut maybe_sent = item.was_in_flight;
     loop {
         // The row is durably in flight first, then waits for its turn, then
         // goes out at once: the time between the rate slot and the request
@@ -304,10 +306,8 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             ctx.fatal("the state file writer stopped; see the error above".into());
             return;
         }
-        // Whether a request for this row may have reached the service
-        // (in this run or before it): its next one is then a re-send.
         let not_sent = Outcome::NotSent {
-            was_in_flight: item.was_in_flight || maybe_sent,
+            was_in_flight: maybe_sent,
         };
         let bearer = match ctx.turn().await {
             Ok(Some(b)) => b,

@@ -185,11 +185,12 @@ fn a_gateway_limit_below_the_rate_gets_few_429s() {
 #[test]
 fn a_slow_token_refresh_does_not_bunch_requests_past_the_limit() {
     let config = Config {
-        // Refreshed 1.6 s after issue, each fetch taking 500 ms: eight
-        // requests' worth of slots at 16/s, more than the 20% headroom
-        // (left for a test machine's stalls) can absorb.
+        // Refreshed 1.6 s after issue, the old token serving until 1.8 s,
+        // each fetch taking 1 s: the slots from 1.8 s to 2.6 s, 13 at
+        // 16/s, would leave together at its end, more than the 20%
+        // headroom (left for a test machine's stalls) can absorb.
         token_ttl: Duration::from_secs(2),
-        token_latency: Duration::from_millis(500),
+        token_latency: Duration::from_secs(1),
         ..quiet()
     };
     let (sandbox, _) = run_under_a_limit_of_20_per_s(config, 160, "16/s");
@@ -197,7 +198,7 @@ fn a_slow_token_refresh_does_not_bunch_requests_past_the_limit() {
     let tokens = stats["tokens_issued"].as_u64().unwrap_or(0);
     let limited = sandbox.outcome("rate_limited");
     println!(
-        "160 rows at 16/s, limit 20/s, {tokens} tokens of 2 s fetched in 500 ms: {limited} x 429"
+        "160 rows at 16/s, limit 20/s, {tokens} tokens of 2 s fetched in 1 s: {limited} x 429"
     );
     assert!(tokens >= 4, "too few refreshes to test anything: {tokens}");
     assert_eq!(
@@ -212,14 +213,14 @@ fn a_slow_token_refresh_does_not_bunch_requests_past_the_limit() {
 /// booked twice is a slot not used).
 #[test]
 fn requests_waiting_through_a_refresh_use_the_new_token_without_a_new_slot() {
-    // 64 in flight at 40/s: slots booked 1.6 s ahead. Tokens of 6 s are
-    // refreshed at 4.8 s and serve until 5.4 s.
+    // 64 in flight at 40/s: slots booked 1.6 s ahead. Tokens of 10 s are
+    // refreshed at 8 s and serve until 9 s: a second to spare.
     let sandbox = TestSandbox::with_config(Config {
-        token_ttl: Duration::from_secs(6),
+        token_ttl: Duration::from_secs(10),
         ..quiet()
     });
     let work = Workdir::new();
-    let refs = references("RF", 300);
+    let refs = references("RF", 440);
     work.write("in.csv", reference_csv(&refs));
     let out = output(work.run_against(&sandbox, "in.csv").args([
         "-vv",
@@ -227,6 +228,8 @@ fn requests_waiting_through_a_refresh_use_the_new_token_without_a_new_slot() {
         "40/s",
         "--concurrency",
         "64",
+        "--durability",
+        "normal",
     ]));
     assert_exit(&out, 0);
     assert_eq!(
@@ -448,7 +451,9 @@ fn max_duration_stops_cleanly_and_the_next_night_continues() {
         "--rate",
         "20/s",
         "--max-duration",
-        "2s",
+        // Leaves time to send some rows after a start-up that took 1.3 s
+        // on a loaded CI machine; 200 rows at 20/s need 10 s.
+        "3s",
         "--summary",
         "s.json",
     ]));

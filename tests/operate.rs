@@ -122,19 +122,19 @@ fn resume_continues_without_the_input_with_the_runs_settings() {
     let work = Workdir::new();
     let refs = references("RS", 60);
     work.write("in.csv", reference_csv(&refs));
-    // Slow enough that --max-duration stops it well before the end.
-    let out = output(
-        work.run_against(&sandbox, "in.csv")
-            .args([
-                "--rate",
-                "20/s",
-                "--max-duration",
-                "1s",
-                "--out",
-                "mine.csv",
-            ])
-            .args(["--summary", "first.json"]),
-    );
+    // Slow enough to be stopped (Ctrl-C) well before the end, once some
+    // rows are tracked.
+    let mut cmd = work.run_against(&sandbox, "in.csv");
+    cmd.args(["--rate", "20/s", "--out", "mine.csv"])
+        .args(["--summary", "first.json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    wait_for(Duration::from_secs(60), "10 trackings", || {
+        sandbox.outcome("created") >= 10
+    });
+    signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
     assert_exit(&out, 4);
     let first = json(&work.read("first.json"));
     let pending = first["pending"].as_u64().unwrap();

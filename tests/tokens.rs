@@ -21,7 +21,8 @@ use crate::common::*;
 enum Step {
     /// The service's 401 for an expired or revoked token.
     Unauthorized,
-    /// The same, after this many milliseconds.
+    /// The same, once another reference was sent with the same token,
+    /// and this many milliseconds later.
     SlowUnauthorized(u64),
     /// 503 with `Retry-After` in seconds.
     Unavailable(u32),
@@ -82,7 +83,7 @@ impl Scripted {
                             .to_string();
                         let nth = {
                             let mut l = log.lock().expect("log");
-                            l.requests.push((reference.clone(), token));
+                            l.requests.push((reference.clone(), token.clone()));
                             let n = l.attempts.entry(reference.clone()).or_default();
                             *n += 1;
                             *n
@@ -94,6 +95,20 @@ impl Scripted {
                             .copied()
                             .unwrap_or(Step::Created);
                         if let Step::SlowUnauthorized(ms) = step {
+                            // Bounded poll for another row through with this
+                            // token, then time for the job to read its 201.
+                            for _ in 0..1000 {
+                                let passed = log
+                                    .lock()
+                                    .expect("log")
+                                    .requests
+                                    .iter()
+                                    .any(|(r, t)| *r != reference && *t == token);
+                                if passed {
+                                    break;
+                                }
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            }
                             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
                         }
                         answer(step, &reference)
@@ -206,9 +221,8 @@ fn a_fresh_token_refused_on_first_use_stops_the_run() {
 #[test]
 fn a_row_whose_fresh_tokens_keep_being_revoked_stops_the_run_saying_so() {
     use Step::*;
-    // REVOKED meets a 401 for every token, 200 ms after sending it; in
-    // that time other rows get through with the same token (300 rows at
-    // 100/s outlast REVOKED's 5 tries).
+    // REVOKED meets a 401 for every token once another row got through
+    // with it (300 rows at 100/s outlast REVOKED's 5 tries).
     let script = HashMap::from([("REVOKED", vec![SlowUnauthorized(200)])]);
     let others: Vec<String> = (0..300).map(|i| format!("OK{i:03}")).collect();
     let server = Scripted::start(script);
