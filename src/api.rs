@@ -196,8 +196,8 @@ pub enum AuthError {
     Unavailable { url: String, reason: String },
 }
 
+/// The fetch side of [`Auth`]; the token itself is in `Auth::current`.
 struct Cached {
-    bearer: Option<Bearer>,
     refresh_at: Instant,
     generation: u64,
     /// A fetch failed (fatal for the run): every request waiting for the
@@ -216,8 +216,9 @@ pub struct Auth {
     send_grant_type: AtomicBool,
     cache: tokio::sync::Mutex<Cached>,
     /// The newest token and the moment requests stop going out with it
-    /// (past `refresh_at`, short of expiry; `None`: never), `None` after a
-    /// 401. Apart from `cache`, which a fetch holds for its whole length.
+    /// (past `refresh_at`, short of expiry; `None`: never), `None` before
+    /// the first fetch and after a 401. Apart from `cache`, which a fetch
+    /// holds for its whole length; replaced only under it.
     current: std::sync::Mutex<Option<(Bearer, Option<Instant>)>>,
     /// The newest token generation the API has accepted.
     accepted: AtomicU64,
@@ -272,9 +273,8 @@ impl Auth {
             http,
             token_url: settings.token_url.clone(),
             send_grant_type: AtomicBool::new(settings.send_grant_type),
-            current: std::sync::Mutex::new(bearer.clone().map(|b| (b, None))),
+            current: std::sync::Mutex::new(bearer.map(|b| (b, None))),
             cache: tokio::sync::Mutex::new(Cached {
-                bearer,
                 refresh_at: Instant::now() + Duration::from_secs(10 * 365 * 86_400),
                 generation,
                 failed: None,
@@ -297,10 +297,10 @@ impl Auth {
     /// A token valid for a while yet.
     pub async fn bearer(&self) -> Result<Bearer, AuthError> {
         let mut cache = self.cache.lock().await;
-        if let Some(b) = &cache.bearer
-            && self.fresh(&cache)
+        if self.fresh(&cache)
+            && let Some((bearer, _)) = self.current.lock().ok().and_then(|c| c.clone())
         {
-            return Ok(b.clone());
+            return Ok(bearer);
         }
         if let Some(failed) = &cache.failed {
             return Err(failed.clone());
@@ -327,7 +327,6 @@ impl Auth {
             .checked_add(lifetime.saturating_sub(margin / 2))
             .unwrap_or(now);
         self.publish(Some((bearer.clone(), Some(until))));
-        cache.bearer = Some(bearer.clone());
         Ok(bearer)
     }
 
@@ -371,24 +370,19 @@ impl Auth {
     }
 
     /// Drops the token of `generation` after it was refused, unless a newer
-    /// one was fetched meanwhile (many requests may report the same 401).
-    pub async fn invalidate(&self, generation: u64) {
+    /// one was fetched meanwhile (many requests may report the same 401):
+    /// at once, not after a fetch in progress, so that no request goes with
+    /// it meanwhile; the next [`Auth::bearer`] fetches another.
+    pub fn invalidate(&self, generation: u64) {
         if !self.can_refresh() {
             return;
         }
-        // Withdrawn at once, not after a fetch in progress ends: until then
-        // requests at their slot would go with a token sure to be refused.
-        // A newer token is published later, under the cache lock.
         if let Ok(mut current) = self.current.lock()
             && current
                 .as_ref()
                 .is_some_and(|(b, _)| b.generation == generation)
         {
             *current = None;
-        }
-        let mut cache = self.cache.lock().await;
-        if cache.generation == generation {
-            cache.bearer = None;
         }
     }
 

@@ -379,14 +379,8 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                     && (renewals == 0 || ctx.api.auth().accepted_since(generation));
                 if renew {
                     renewals += 1;
-                    tokio::select! {
-                        biased;
-                        _ = ctx.stop.cancelled() => {
-                            ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                            return;
-                        }
-                        _ = ctx.api.auth().invalidate(generation) => continue,
-                    }
+                    ctx.api.auth().invalidate(generation);
+                    continue;
                 }
                 ctx.record(item.id, Outcome::Requeue { maybe_sent });
                 let message = if refreshable
