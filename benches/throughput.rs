@@ -58,6 +58,18 @@ impl Bench {
         })
     }
 
+    /// A sandbox that answers every request after `latency`.
+    fn with_latency(latency: Duration) -> Bench {
+        Bench::start(sandbox::Config {
+            unknown_rate: 0.0,
+            faults: Faults {
+                latency,
+                ..Faults::default()
+            },
+            ..sandbox::Config::default()
+        })
+    }
+
     fn sb(&self) -> &Sandbox {
         self.sandbox.as_ref().expect("running")
     }
@@ -285,14 +297,7 @@ fn main() {
     // 3. The latency bound (Little's law): 64 in flight, 100 ms each.
     if want("latency") {
         let n = 6400 / k;
-        let bench = Bench::start(sandbox::Config {
-            unknown_rate: 0.0,
-            faults: Faults {
-                latency: Duration::from_millis(100),
-                ..Faults::default()
-            },
-            ..sandbox::Config::default()
-        });
+        let bench = Bench::with_latency(Duration::from_millis(100));
         let dir = tempdir();
         let (_, s) = run_rows(&bench, dir.path(), n, &FAST);
         let achieved =
@@ -423,14 +428,7 @@ fn main() {
         let mut csv = String::from("concurrency,rows_per_second,littles_law\n");
         let mut figures = Vec::new();
         for c in [1, 2, 4, 8, 16, 32, 64, 128, 256] {
-            let bench = Bench::start(sandbox::Config {
-                unknown_rate: 0.0,
-                faults: Faults {
-                    latency: Duration::from_millis(50),
-                    ..Faults::default()
-                },
-                ..sandbox::Config::default()
-            });
+            let bench = Bench::with_latency(Duration::from_millis(50));
             let dir = tempdir();
             // About 3 s of work at the bound.
             let n = ((c as f64 / latency) * 3.0 / k as f64).max(30.0) as usize;

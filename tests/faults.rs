@@ -122,10 +122,7 @@ fn tokens_revoked_every_second_fail_no_row() {
             .args(["--rate", "25/s"]),
     );
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     let stats = sandbox.stats();
     assert!(
         sandbox.outcome("unauthorized_token") >= 1,
@@ -155,10 +152,7 @@ fn run_under_a_limit_of_20_per_s(config: Config, rows: usize, rate: &str) -> (Te
                 .args(["--rate", rate, "--summary", "s.json"]),
         );
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
     let s = summary(&work, "s.json");
     assert_eq!(
@@ -232,10 +226,7 @@ fn requests_waiting_through_a_refresh_use_the_new_token_without_a_new_slot() {
         "normal",
     ]));
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     let tokens = sandbox.stats()["tokens_issued"].as_u64().unwrap_or(0);
     assert!(tokens >= 2, "no refresh during the run: {tokens} token(s)");
     let err = stderr(&out);
@@ -323,10 +314,7 @@ fn an_unreachable_api_stops_the_run_with_every_row_pending() {
 
     let out = output(&mut work.run_against(&sandbox, "in.csv"));
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
 }
 
 /// Rows that use up their attempts during the streak that trips the
@@ -363,10 +351,7 @@ fn rows_that_ran_out_of_attempts_in_an_outage_stay_pending() {
 
     let out = output(&mut work.run_against(&sandbox, "in.csv"));
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
 }
 
 #[test]
@@ -471,10 +456,7 @@ fn max_duration_stops_cleanly_and_the_next_night_continues() {
 
     let out = output(&mut work.run_against(&sandbox, "in.csv"));
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     assert_eq!(sandbox.stats()["max_creations_per_document"], 1);
 }
 
@@ -504,10 +486,7 @@ fn killed_ten_times_at_random_moments_then_completed() {
             .args(["--summary", "s.json"]),
     );
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     let creations = sandbox.creations();
     assert_eq!(creations.len(), 1200);
     let repeated: u64 = creations.values().map(|n| n - 1).sum();

@@ -155,10 +155,7 @@ fn resume_continues_without_the_input_with_the_runs_settings() {
     );
     assert_exit(&out, 0);
     // The run's --out, found where the run was started.
-    assert_eq!(
-        result_lines(&work.path("mine.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("mine.csv"), &refs);
     assert!(!work.path("results.csv").exists());
     assert!(!work.path("elsewhere/mine.csv").exists());
     // Nothing created twice; the resume sent only what was pending.
@@ -388,10 +385,7 @@ fn a_nightly_run_over_a_growing_file_sends_only_new_references() {
     assert_eq!(creations.len(), 75);
     assert!(creations.values().all(|n| *n == 1));
     // Results cover tonight's whole file, in its order.
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&tuesday)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &tuesday);
     let prom = work.read("night.prom");
     #[cfg(unix)]
     {
@@ -508,10 +502,7 @@ fn the_config_file_sets_flags_that_the_command_line_overrides() {
             .env("TRACKMASS_CONFIG", "trackmass.toml"),
     );
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("from-config.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("from-config.csv"), &refs);
     assert!(!work.path("results.csv").exists());
 
     // A flag wins over the file.
@@ -524,10 +515,7 @@ fn the_config_file_sets_flags_that_the_command_line_overrides() {
         "from-flag.csv",
     ]));
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("from-flag.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("from-flag.csv"), &refs);
 
     // A bad value is reported against the file; an unknown key too.
     work.write("bad.toml", "rate = \"fast\"\n");
@@ -627,10 +615,7 @@ fn a_run_whose_input_fails_to_load_leaves_the_last_run_to_resume() {
         "1h",
     ]));
     assert_exit(&out, 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
 }
 
 #[test]

@@ -7,8 +7,7 @@
 //! so there it always runs. Elsewhere, without Node.js, the test says on
 //! stderr that it is skipped.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,26 +33,12 @@ impl Prism {
     /// Starts Prism, or returns `None` (after saying so) when it is not
     /// installed and not required.
     fn start() -> Option<Prism> {
-        let bin = std::env::var_os("TRACKMASS_PRISM")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("tools/prism/node_modules/.bin/prism")
-            });
-        if !bin.exists() {
-            assert!(
-                std::env::var_os("TRACKMASS_REQUIRE_PRISM").is_none(),
-                "TRACKMASS_REQUIRE_PRISM is set but {} does not exist",
-                bin.display()
-            );
-            // Not through eprintln!, which the test harness captures.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED prism conformance: {} not found (needs Node.js: npm ci --prefix tools/prism)",
-                bin.display()
-            );
-            return None;
-        }
+        let bin = external_tool(
+            "TRACKMASS_PRISM",
+            "tools/prism/node_modules/.bin/prism",
+            "TRACKMASS_REQUIRE_PRISM",
+            "prism conformance; needs Node.js: npm ci --prefix tools/prism",
+        )?;
         let mut child = Command::new(&bin)
             .args(["mock", "--errors", "-h", "127.0.0.1", "-p", "0", SPEC])
             .stdout(Stdio::piped())

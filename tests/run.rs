@@ -58,10 +58,7 @@ fn sample_file_end_to_end_against_the_sandbox() {
     // Results: every valid, known row, in input order, with the sandbox's answers.
     let valid = sample_valid_rows();
     let refs: Vec<String> = valid.iter().map(|(_, r)| r.clone()).collect();
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     assert_eq!(
         csv_header(&work.path("results.csv")),
         ["documentReference", "trackingId", "spi", "reference"]
@@ -704,10 +701,7 @@ fn a_forced_run_stopped_midway_is_continued_by_the_same_command() {
     );
     let creations = sandbox.creations();
     assert!(creations.values().all(|n| *n == 2), "{creations:?}");
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
 }
 
 #[test]
@@ -793,10 +787,7 @@ fn a_gateway_that_adds_grant_type_itself_is_detected() {
     let refs = references("GA", 20);
     work.write("in.csv", reference_csv(&refs));
     assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 0);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     assert_eq!(sandbox.outcome("token_refused"), 1);
     assert_eq!(sandbox.stats()["tokens_issued"], 1);
 }

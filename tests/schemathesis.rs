@@ -17,33 +17,20 @@
 //!   required, so a POST without a body is "valid"; the service cannot track
 //!   nothing and answers 400.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::Command;
 
 use crate::common::*;
 
 #[test]
 fn the_sandboxs_answers_conform_to_the_spec() {
-    let bin = std::env::var_os("TRACKMASS_SCHEMATHESIS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/schemathesis/.venv/bin/st")
-        });
-    if !bin.exists() {
-        assert!(
-            std::env::var_os("TRACKMASS_REQUIRE_SCHEMATHESIS").is_none(),
-            "TRACKMASS_REQUIRE_SCHEMATHESIS is set but {} does not exist",
-            bin.display()
-        );
-        // Not through eprintln!, which the test harness captures.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED schemathesis conformance: {} not found (see tools/schemathesis/requirements.txt)",
-            bin.display()
-        );
+    let Some(bin) = external_tool(
+        "TRACKMASS_SCHEMATHESIS",
+        "tools/schemathesis/.venv/bin/st",
+        "TRACKMASS_REQUIRE_SCHEMATHESIS",
+        "schemathesis conformance; see tools/schemathesis/requirements.txt",
+    ) else {
         return;
-    }
+    };
     let sandbox = TestSandbox::start();
     let token = sandbox.access_token();
     let work = Workdir::new();

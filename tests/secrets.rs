@@ -671,10 +671,7 @@ fn a_killed_run_leaves_no_secret_in_the_state_files_wal() {
     );
     assert_exit(&out, 0);
     evidence.add("run after the kill", &out);
-    assert_eq!(
-        result_lines(&work.path("results.csv")),
-        sandbox.expected_results(&refs)
-    );
+    sandbox.assert_results(&work.path("results.csv"), &refs);
     assert_no_credential(&sandbox, &evidence);
     assert_private(&work, "trackmass.db", &["results.csv", "failures.csv"]);
 }

@@ -48,6 +48,13 @@ impl TestSandbox {
             .collect()
     }
 
+    /// Asserts that the result file at `path` holds exactly the lines this
+    /// sandbox created for `references`, in order.
+    #[track_caller]
+    pub fn assert_results(&self, path: &Path, references: &[String]) {
+        assert_eq!(result_lines(path), self.expected_results(references));
+    }
+
     pub fn with_config(config: sandbox::Config) -> TestSandbox {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -440,4 +447,30 @@ pub fn reference_in(body: &[u8]) -> String {
         .as_str()
         .unwrap_or("")
         .to_string()
+}
+
+/// The executable of an external tool the conformance tests drive: `$var`
+/// if set, else `default` under the crate. `None` (after a note on stderr)
+/// if it is missing, unless `$require` is set, as CI sets it: then the
+/// test fails instead of skipping.
+pub fn external_tool(var: &str, default: &str, require: &str, hint: &str) -> Option<PathBuf> {
+    use std::io::Write;
+    let bin = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(default));
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var_os(require).is_none(),
+        "{require} is set but {} does not exist",
+        bin.display()
+    );
+    // Not through eprintln!, which the test harness captures.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {} not found ({hint})",
+        bin.display()
+    );
+    None
 }
