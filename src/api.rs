@@ -172,11 +172,22 @@ fn http_client(settings: &ApiSettings) -> Result<reqwest::Client> {
     builder.build().context("cannot build the HTTP client")
 }
 
-/// A bearer token and the generation it belongs to (bumped at each fetch).
+/// A bearer token, as the `Authorization` header it is sent in (built once
+/// per token, marked sensitive so that it is never printed), and the
+/// generation it belongs to (bumped at each fetch).
 #[derive(Debug, Clone)]
 pub struct Bearer {
-    pub token: Secret,
+    pub header: HeaderValue,
     pub generation: u64,
+}
+
+impl Bearer {
+    /// `None` if the token cannot go in a header.
+    fn new(token: &Secret, generation: u64) -> Option<Bearer> {
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", token.expose())).ok()?;
+        header.set_sensitive(true);
+        Some(Bearer { header, generation })
+    }
 }
 
 /// Why no token could be had. Always fatal for the run.
@@ -258,16 +269,18 @@ impl Auth {
         names: &CredentialNames,
         http: reqwest::Client,
         settings: &ApiSettings,
-    ) -> Auth {
+    ) -> Result<Auth> {
         let generation = 0;
         let bearer = match &source {
-            TokenSource::Static(t) => Some(Bearer {
-                token: t.clone(),
-                generation,
-            }),
+            TokenSource::Static(t) => Some(Bearer::new(t, generation).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} contains characters not allowed in a header",
+                    names.access_token
+                )
+            })?),
             TokenSource::Client { .. } => None,
         };
-        Auth {
+        Ok(Auth {
             source,
             client_names: format!("{} and {}", names.client_id, names.client_secret),
             http,
@@ -281,7 +294,7 @@ impl Auth {
             }),
             accepted: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Whether a refused token can be replaced by a fresh one.
@@ -318,9 +331,13 @@ impl Auth {
         cache.refresh_at = now
             .checked_add(lifetime.saturating_sub(margin))
             .unwrap_or(now);
-        let bearer = Bearer {
-            token,
-            generation: cache.generation,
+        let Some(bearer) = Bearer::new(&token, cache.generation) else {
+            let e = AuthError::Unavailable {
+                url: self.token_url.clone(),
+                reason: "the token it issued contains characters not allowed in a header".into(),
+            };
+            cache.failed = Some(e.clone());
+            return Err(e);
         };
         // A past instant, not "never", if the lifetime overflows.
         let until = now
@@ -512,7 +529,7 @@ impl Api {
                 &credentials.names,
                 http.clone(),
                 settings,
-            ),
+            )?,
             http,
             endpoint,
             api_key,
@@ -535,19 +552,12 @@ impl Api {
 
     /// Sends one request body with a token from [`Auth::bearer`] (taken
     /// before the request's rate slot, so that a token fetch never delays
-    /// requests into a bunch). Returns the verdict and the token generation
-    /// used (for [`Auth::invalidate`] after a 401).
-    pub async fn track(&self, bearer: &Bearer, payload: &str) -> Result<(Verdict, u64), AuthError> {
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {}", bearer.token.expose()))
-            .map_err(|_| AuthError::Unavailable {
-                url: String::new(),
-                reason: "the access token contains characters not allowed in a header".into(),
-            })?;
-        authorization.set_sensitive(true);
+    /// requests into a bunch).
+    pub async fn track(&self, bearer: &Bearer, payload: &str) -> Verdict {
         let sent = self
             .http
             .post(self.endpoint.clone())
-            .header(AUTHORIZATION, authorization)
+            .header(AUTHORIZATION, bearer.header.clone())
             .header(spec::SUBSCRIPTION_KEY_HEADER, self.api_key.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(payload.to_owned())
@@ -556,15 +566,12 @@ impl Api {
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
-                return Ok((
-                    Verdict::Retry {
-                        http_status: None,
-                        reason: transport_reason(&e),
-                        retry_after: None,
-                        throttled: false,
-                    },
-                    bearer.generation,
-                ));
+                return Verdict::Retry {
+                    http_status: None,
+                    reason: transport_reason(&e),
+                    retry_after: None,
+                    throttled: false,
+                };
             }
         };
         let status = response.status().as_u16();
@@ -573,7 +580,7 @@ impl Api {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let verdict = match read_bounded(response).await {
+        match read_bounded(response).await {
             Ok(body) => retry::classify(status, retry_after.as_deref(), &body, SystemTime::now()),
             Err(reason) if (200..300).contains(&status) => Verdict::BadResponse {
                 http_status: status,
@@ -593,8 +600,7 @@ impl Api {
                 retry_after: None,
                 throttled: status == 429,
             },
-        };
-        Ok((verdict, bearer.generation))
+        }
     }
 }
 
@@ -659,6 +665,28 @@ mod tests {
                 name: n.to_string(),
             })
         }
+    }
+
+    #[test]
+    fn a_ready_token_that_cannot_go_in_a_header_is_refused_at_start() {
+        let credentials = Credentials {
+            api_key: Secret::new("k"),
+            token: TokenSource::Static(Secret::new("bad\ntoken")),
+            names: CredentialNames::default(),
+        };
+        let settings = ApiSettings {
+            base_url: "http://127.0.0.1:1".into(),
+            token_url: "http://127.0.0.1:1/token".into(),
+            timeout: Duration::from_secs(1),
+            send_grant_type: true,
+            pool: 1,
+        };
+        let Err(err) = Api::new(&settings, credentials) else {
+            panic!("a token with a line break was accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains(ENV_ACCESS_TOKEN), "{err}");
+        assert!(!err.contains("bad"), "{err}");
     }
 
     #[test]

@@ -322,14 +322,8 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             }
         };
         ctx.first_sent.get_or_init(Instant::now);
-        let (verdict, generation) = match ctx.api.track(&bearer, &item.payload).await {
-            Ok(v) => v,
-            Err(auth) => {
-                ctx.record(item.id, not_sent);
-                ctx.fatal(format!("{auth}; rerun the same command to continue"));
-                return;
-            }
-        };
+        let verdict = ctx.api.track(&bearer, &item.payload).await;
+        let generation = bearer.generation;
         posts += 1;
         ctx.requests.fetch_add(1, Ordering::Relaxed);
         if posts == 1 && item.was_in_flight {
