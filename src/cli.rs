@@ -59,11 +59,12 @@ pub enum Command {
     /// the runs and how they ended.
     #[command(after_long_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
-    /// Continue the last run with the settings it was started with (no
+    /// Send everything still pending, with the settings of the last run (no
     /// input file needed).
     #[command(after_long_help = RESUME_EXAMPLES)]
     Resume(Box<ContinueArgs>),
-    /// Put failed rows of the last run back to pending and send them.
+    /// Put failed documents back to pending and send them, with what is
+    /// still pending.
     #[command(after_long_help = RETRY_EXAMPLES)]
     Retry(Box<RetryArgs>),
     /// Rewrite the result files from the state file (also while a run
@@ -445,6 +446,12 @@ pub struct RetryArgs {
     #[arg(long, value_enum, num_args = 1.., default_values_t = [RetryStatus::Exhausted], value_name = "STATUS")]
     pub status: Vec<RetryStatus>,
 
+    /// Only the failures among run N's rows (its input's, and those it
+    /// answered), and report on that run [default: every failure of the
+    /// state file; `trackmass status` lists the runs]
+    #[arg(long = "run", value_name = "N")]
+    pub batch: Option<i64>,
+
     #[command(flatten)]
     pub run: ContinueArgs,
 }
@@ -472,10 +479,15 @@ pub struct ExportArgs {
     #[arg(long, default_value = "failures.csv", value_name = "PATH")]
     pub failures: PathBuf,
 
-    /// Every row of the state file, not only those of the last run's
-    /// input.
-    #[arg(long)]
+    /// Every row of the state file, not only those the last run reports
+    /// on.
+    #[arg(long, conflicts_with = "batch")]
     pub all: bool,
+
+    /// The rows run N reports on (its input's, those answered since, and
+    /// what the ledger still owes) [default: the last run]
+    #[arg(long = "run", value_name = "N")]
+    pub batch: Option<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,8 @@ pub struct ReadOptions {
 pub struct ValidRow {
     pub line: u64,
     pub document_reference: String,
+    /// With the reference, the document's identity ('' when none is given).
+    pub agent_code: String,
     /// Canonical JSON body: fixed key order, empty fields omitted. Two rows
     /// that would send the same request have the same payload.
     pub payload: String,
@@ -447,6 +449,7 @@ pub fn validate_record(record: &Record, columns: &Columns, defaults: &Defaults) 
         Ok(payload) => Row::Valid(ValidRow {
             line,
             document_reference: fields.document_reference.to_string(),
+            agent_code: fields.agent_code.unwrap_or("").to_string(),
             payload,
         }),
         Err(problems) => reject(problems),

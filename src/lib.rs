@@ -1,10 +1,10 @@
 //! trackmass: track the handling units of many documents at once with
 //! SOGET's "API Tracking Code In Mass".
 //!
-//! `csv input → validate (rayon) → state (SQLite queue + ledger) →
-//! dispatcher (tokio, GCRA pace, semaphore, retry, auth) → state → result
-//! files`, with [`sandbox`] an emulator of the API that the job only starts
-//! for `--sandbox`.
+//! `csv input → validate (rayon) → ledger of documents (SQLite, [`store`];
+//! its vocabulary in [`ledger`]) → dispatcher (tokio, GCRA pace, semaphore,
+//! retry, auth) → ledger → result files`, with [`sandbox`] an emulator of
+//! the API that the job only starts for `--sandbox`.
 
 pub mod api;
 pub mod cli;
@@ -14,6 +14,7 @@ pub mod config_file;
 pub mod dispatch;
 pub mod error;
 pub mod input;
+pub mod ledger;
 pub mod lock;
 pub mod logging;
 pub mod pace;
@@ -47,9 +48,18 @@ pub async fn run(cli: Cli, slot: BarSlot, secrets: commands::run::SecretLookup) 
             let config = RunConfig::from_args(&args)?;
             commands::run::execute(config, ui).await
         }
-        Command::Resume(args) => commands::resume::execute("resume", &args, &[], ui).await,
+        Command::Resume(args) => {
+            commands::resume::execute(ledger::Command::Resume, &args, &[], None, ui).await
+        }
         Command::Retry(args) => {
-            commands::resume::execute("retry", &args.run, &args.status, ui).await
+            commands::resume::execute(
+                ledger::Command::Retry,
+                &args.run,
+                &args.status,
+                args.batch,
+                ui,
+            )
+            .await
         }
         Command::Validate(args) => {
             tokio::task::block_in_place(|| commands::validate::execute(&args))

@@ -1,9 +1,14 @@
-//! One process per state file: an OS file lock on `STATE.lock`.
+//! One process per state file: an OS file lock on `STATE.lock`, beside the
+//! state file's real path.
 //!
 //! The lock is `flock`-style (via `std::fs::File::try_lock`): the kernel
 //! drops it when the process ends, however it ends, so a crashed run never
-//! blocks the next night. The file also records who holds it, so the
-//! refusal can name the holder.
+//! blocks the next night. It is taken on the state file's resolved path
+//! (symlinks followed, `..` removed), so every name for one database takes
+//! the same lock. The lock file is opened without following a symlink and
+//! only if it is a regular file: one planted there is refused, never
+//! written through. It also records who holds it, so the refusal can name
+//! the holder.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -11,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::ledger::Command;
 
 /// Who holds a state file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -34,17 +41,57 @@ impl StateLock {
     }
 }
 
-/// The lock file that goes with a state file.
+/// The lock file that goes with a state file (its resolved path plus
+/// `.lock`).
 pub fn lock_path(state: &Path) -> PathBuf {
-    let mut name = state.as_os_str().to_owned();
+    let mut name = crate::paths::identity(state).into_os_string();
     name.push(".lock");
     PathBuf::from(name)
 }
 
+/// Opens the lock file, creating it if needed, refusing a symlink, a FIFO,
+/// a device or anything else that is not a plain file.
+fn open_lock_file(path: &Path, create: bool) -> Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if create {
+        options.write(true).create(true).truncate(false);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    }
+    let refused = |what: &str| {
+        anyhow::anyhow!(
+            "{}: the lock file is {what}, not a file trackmass made; \
+             it is left untouched: remove it, then run again (nothing was sent)",
+            path.display()
+        )
+    };
+    let file = match options.open(path) {
+        Ok(file) => file,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(refused("a symbolic link")),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("{}: cannot open the lock file", path.display()));
+        }
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("{}: cannot read the lock file", path.display()))?;
+    if !meta.is_file() {
+        return Err(refused(&crate::paths::kind(&meta)));
+    }
+    Ok(file)
+}
+
 /// Takes the lock of `state` for `command`, or fails at once naming the
 /// process that holds it.
-pub fn acquire(state: &Path, command: &str) -> Result<StateLock> {
-    let path = lock_path(state);
+pub fn acquire(state: &Path, command: Command) -> Result<StateLock> {
     if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -54,16 +101,8 @@ pub fn acquire(state: &Path, command: &str) -> Result<StateLock> {
             dir.display()
         );
     }
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(&path)
-        .with_context(|| format!("{}: cannot open the lock file", path.display()))?;
+    let path = lock_path(state);
+    let mut file = open_lock_file(&path, true)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -91,7 +130,7 @@ pub fn acquire(state: &Path, command: &str) -> Result<StateLock> {
         pid: std::process::id(),
         host: hostname(),
         since: crate::store::now_rfc3339(),
-        command: command.to_string(),
+        command: command.as_str().to_string(),
     };
     let json = serde_json::to_string(&holder).unwrap_or_default();
     file.set_len(0)
@@ -106,7 +145,11 @@ pub fn acquire(state: &Path, command: &str) -> Result<StateLock> {
 /// machine and is still alive. Only reads: never takes the lock, so it
 /// cannot get in the way of a run that starts at the same moment.
 pub fn holder(state: &Path) -> Option<Holder> {
-    let text = std::fs::read_to_string(lock_path(state)).ok()?;
+    let mut text = String::new();
+    open_lock_file(&lock_path(state), false)
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
     let holder: Holder = serde_json::from_str(&text).ok()?;
     (holder.host == hostname() && process_alive(holder.pid)).then_some(holder)
 }
@@ -150,8 +193,8 @@ mod tests {
     fn a_second_holder_is_refused_with_the_first_ones_name() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.db");
-        let first = acquire(&state, "run").unwrap();
-        let err = acquire(&state, "run").unwrap_err().to_string();
+        let first = acquire(&state, Command::Run).unwrap();
+        let err = acquire(&state, Command::Run).unwrap_err().to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
@@ -161,16 +204,54 @@ mod tests {
         assert_eq!(holder(&state).map(|h| h.pid), Some(std::process::id()));
         drop(first);
         assert!(
-            acquire(&state, "run").is_ok(),
+            acquire(&state, Command::Run).is_ok(),
             "the lock outlived its holder"
         );
     }
 
     #[test]
     fn lock_file_sits_next_to_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = crate::paths::identity(dir.path());
         assert_eq!(
-            lock_path(Path::new("/x/prod.db")),
-            PathBuf::from("/x/prod.db.lock")
+            lock_path(&dir.path().join("prod.db")),
+            real.join("prod.db.lock")
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn every_name_of_a_state_file_takes_the_same_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.db");
+        std::fs::write(&real, "x").unwrap();
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let _first = acquire(&real, Command::Run).unwrap();
+        assert!(acquire(&link, Command::Run).is_err());
+        assert!(acquire(&dir.path().join("sub/../real.db"), Command::Resume).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_lock_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.db");
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, lock_path(&state)).unwrap();
+        let err = acquire(&state, Command::Run).unwrap_err().to_string();
+        assert!(err.contains("a symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(holder(&state).is_none());
+        // A FIFO there is refused too, without blocking.
+        std::fs::remove_file(lock_path(&state)).unwrap();
+        let fifo = std::ffi::CString::new(lock_path(&state).into_os_string().into_encoded_bytes())
+            .unwrap();
+        // SAFETY: a valid C string; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = acquire(&state, Command::Run).unwrap_err().to_string();
+        assert!(err.contains("FIFO"), "{err}");
     }
 }

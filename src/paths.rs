@@ -22,16 +22,49 @@ pub fn identity(path: &Path) -> PathBuf {
     }
 }
 
-/// The state file and the files SQLite and the lock keep beside it, named
-/// for messages as `--state`.
+/// The state file and the files SQLite and the lock keep beside it (at its
+/// resolved path), named for messages as `--state`.
 pub fn state_files(state: &Path) -> Vec<(&'static str, PathBuf)> {
-    let mut files = vec![("--state", state.to_path_buf())];
+    let real = identity(state);
+    let mut files = vec![("--state", state.to_path_buf()), ("--state", real.clone())];
     for suffix in ["-wal", "-shm", "-journal", ".lock"] {
-        let mut name = state.as_os_str().to_owned();
+        let mut name = real.as_os_str().to_owned();
         name.push(suffix);
         files.push(("--state", PathBuf::from(name)));
     }
     files
+}
+
+/// What kind of file this is, for messages: "a directory", "a FIFO", …
+pub fn kind(meta: &std::fs::Metadata) -> String {
+    let file_type = meta.file_type();
+    if file_type.is_dir() {
+        return "a directory".into();
+    }
+    if file_type.is_symlink() {
+        return "a symbolic link".into();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO (named pipe)".into();
+        }
+        if file_type.is_socket() {
+            return "a socket".into();
+        }
+        if file_type.is_char_device() {
+            return "a character device".into();
+        }
+        if file_type.is_block_device() {
+            return "a block device".into();
+        }
+    }
+    if file_type.is_file() {
+        "a regular file".into()
+    } else {
+        "not a regular file".into()
+    }
 }
 
 /// Refuses an output that is the same file as a protected one or as an

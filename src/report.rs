@@ -10,9 +10,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::input::{OptionalFields, Reject};
-use crate::store::{FailureRow, RunId, Store, TrackedRow};
+use crate::store::{FailureRow, Scope, Store, TrackedRow};
 
-pub const RESULTS_HEADER: [&str; 4] = ["documentReference", "trackingId", "spi", "reference"];
+/// `agentCode` comes last: it was added after the first four, and with the
+/// reference it names the document (the same number from two agents is
+/// two documents).
+pub const RESULTS_HEADER: [&str; 5] = [
+    "documentReference",
+    "trackingId",
+    "spi",
+    "reference",
+    "agentCode",
+];
 /// `failures.csv` is itself an input for `run`: documentReference and the
 /// request columns come first, what went wrong after.
 pub const FAILURES_HEADER: [&str; 12] = [
@@ -30,11 +39,17 @@ pub const FAILURES_HEADER: [&str; 12] = [
     "attempts",
 ];
 
-/// Lines of `results.csv` for one tracked row: one per handling unit, or
-/// one with empty unit columns when the document has none.
-pub fn result_lines(row: &TrackedRow) -> Vec<[&str; 4]> {
+/// Lines of `results.csv` for one tracked document: one per handling
+/// unit, or one with empty unit columns when the document has none.
+pub fn result_lines(row: &TrackedRow) -> Vec<[&str; 5]> {
     if row.units.is_empty() {
-        return vec![[&row.document_reference, &row.tracking_id, "", ""]];
+        return vec![[
+            &row.document_reference,
+            &row.tracking_id,
+            "",
+            "",
+            &row.agent_code,
+        ]];
     }
     row.units
         .iter()
@@ -44,6 +59,7 @@ pub fn result_lines(row: &TrackedRow) -> Vec<[&str; 4]> {
                 row.tracking_id.as_str(),
                 u.spi.as_deref().unwrap_or(""),
                 u.reference.as_deref().unwrap_or(""),
+                row.agent_code.as_str(),
             ]
         })
         .collect()
@@ -148,17 +164,12 @@ pub struct Written {
     pub failure_lines: u64,
 }
 
-/// Writes `results.csv` and `failures.csv` for `run` (or the whole state).
-pub fn write_reports(
-    store: &Store,
-    run: Option<RunId>,
-    out: &Path,
-    failures: &Path,
-) -> Result<Written> {
+/// Writes `results.csv` and `failures.csv` for the rows in `scope`.
+pub fn write_reports(store: &Store, scope: Scope, out: &Path, failures: &Path) -> Result<Written> {
     let mut written = Written::default();
     atomic_csv(out, |w| {
         w.write_record(RESULTS_HEADER)?;
-        store.for_each_tracked(run, |row| {
+        store.for_each_tracked(scope, |row| {
             for line in result_lines(&row) {
                 write_safe(w, line)?;
                 written.results_lines += 1;
@@ -168,7 +179,7 @@ pub fn write_reports(
     })?;
     atomic_csv(failures, |w| {
         w.write_record(FAILURES_HEADER)?;
-        store.for_each_failure(run, |row| {
+        store.for_each_failure(scope, |row| {
             write_safe(w, failure_line(&row))?;
             written.failure_lines += 1;
             Ok(())
@@ -292,16 +303,18 @@ mod tests {
     fn a_document_without_units_gets_one_line() {
         let row = TrackedRow {
             document_reference: "D1".into(),
+            agent_code: String::new(),
             tracking_id: "TRK1".into(),
             units: vec![],
         };
-        assert_eq!(result_lines(&row), vec![["D1", "TRK1", "", ""]]);
+        assert_eq!(result_lines(&row), vec![["D1", "TRK1", "", "", ""]]);
     }
 
     #[test]
     fn one_line_per_unit() {
         let row = TrackedRow {
             document_reference: "D1".into(),
+            agent_code: "CCGM".into(),
             tracking_id: "TRK1".into(),
             units: vec![
                 Unit {
@@ -317,8 +330,8 @@ mod tests {
         assert_eq!(
             result_lines(&row),
             vec![
-                ["D1", "TRK1", "CNI1", "CSQU3054383"],
-                ["D1", "TRK1", "", "MWCU6059784"]
+                ["D1", "TRK1", "CNI1", "CSQU3054383", "CCGM"],
+                ["D1", "TRK1", "", "MWCU6059784", "CCGM"]
             ]
         );
     }

@@ -3,14 +3,14 @@
 
 use serde::Serialize;
 
-use crate::error::Exit;
-use crate::store::LoadCounts;
+use crate::ledger::{Command, LoadCounts, RunOutcome, StopReason};
 
 /// What a run did, as printed at the end and stored in the state file.
+/// Its counts (but `load`) are over the rows it reports on: its input's,
+/// those it answered, and what the ledger still owes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// run, resume or retry.
-    pub command: String,
+    pub command: Command,
     pub input: String,
     pub state: String,
     /// When it started and ended (RFC 3339, UTC).
@@ -19,11 +19,18 @@ pub struct Summary {
     /// Counts from reading the input (all zero for resume and retry).
     #[serde(flatten)]
     pub load: LoadCounts,
+    /// Documents left pending by earlier runs (of other inputs) that this
+    /// run sent too.
+    pub pending_earlier: u64,
     /// Failed rows put back to pending by `retry`.
     pub retried: u64,
     pub tracked: u64,
     pub handling_units: u64,
+    /// failed, exhausted and bad_response (rejected rows not included).
     pub failed: u64,
+    /// Of those, exhausted: `trackmass retry` sends them again.
+    pub exhausted: u64,
+    /// Left pending in the whole ledger.
     pub pending: u64,
     pub requests: u64,
     pub resent_after_interruption: u64,
@@ -31,12 +38,12 @@ pub struct Summary {
     pub throttled: u64,
     pub lowest_pace_percent: f64,
     /// Why the run stopped before the end, when it did.
-    pub stopped_by: Option<String>,
+    pub stopped_by: Option<StopReason>,
     pub elapsed_seconds: f64,
     /// From the first request out to the last answer in; `requests /
     /// sending_seconds` is the rate achieved.
     pub sending_seconds: f64,
-    pub outcome: Exit,
+    pub outcome: RunOutcome,
     pub exit_code: u8,
     pub fatal: Option<String>,
     pub results: String,
@@ -48,11 +55,11 @@ pub struct Summary {
 /// never reads yesterday's file as today's.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorSummary {
-    pub command: String,
+    pub command: Command,
     pub state: String,
     pub started_at: String,
     pub ended_at: String,
-    pub outcome: &'static str,
+    pub outcome: RunOutcome,
     pub exit_code: u8,
     pub error: String,
 }
@@ -73,22 +80,36 @@ impl Summary {
         count(self.load.rejected, "rejected");
         count(self.failed, "failed");
         count(self.load.duplicates, "duplicate rows");
+        count(
+            self.load.fields_differ,
+            "with other fields than tracked (not sent)",
+        );
         count(self.pending, "pending");
         let rate = if self.elapsed_seconds > 0.0 {
             self.requests as f64 / self.elapsed_seconds
         } else {
             0.0
         };
-        let head = match self.command.as_str() {
-            "run" => {
+        let head = match self.command {
+            Command::Run => {
                 let mut head = format!("{}: {} rows", self.input, self.load.rows);
+                let mut notes = Vec::new();
                 if self.load.new > 0 && self.load.new != self.load.rows {
-                    head.push_str(&format!(" ({} new)", self.load.new));
+                    notes.push(format!("{} new", self.load.new));
+                }
+                if self.pending_earlier > 0 {
+                    notes.push(format!(
+                        "{} pending from earlier runs included",
+                        self.pending_earlier
+                    ));
+                }
+                if !notes.is_empty() {
+                    head.push_str(&format!(" ({})", notes.join(", ")));
                 }
                 head
             }
-            "retry" => format!("{} (retry of {} rows)", self.input, self.retried),
-            other => format!("{} ({other})", self.input),
+            Command::Retry => format!("{} (retry of {} rows)", self.input, self.retried),
+            Command::Resume => format!("{} (resume)", self.input),
         };
         let mut line = format!(
             "{head} → {}; {} requests in {:.1}s ({:.1}/s)",
@@ -110,6 +131,7 @@ impl Summary {
             ));
         }
         line.push_str(&format!(". Wrote {} and {}.", self.results, self.failures));
+        let state = &self.state;
         match self.load.already_failed {
             0 => {}
             1 => line.push_str(
@@ -121,13 +143,18 @@ impl Summary {
             )),
         }
         match self.outcome {
-            Exit::Interrupted => line.push_str(&format!(
-                " Stopped ({}): run `trackmass resume` to continue.",
-                self.stopped_by.as_deref().unwrap_or("interrupted")
+            RunOutcome::Interrupted => line.push_str(&format!(
+                " Stopped ({}): run `trackmass resume --state {state}` to continue.",
+                self.stopped_by
+                    .map_or("work left", |s| s.as_str())
             )),
-            Exit::Fatal => line.push_str(
-                " Stopped: fix the error above, then run `trackmass resume` to continue.",
-            ),
+            RunOutcome::Fatal => line.push_str(&format!(
+                " Stopped: fix the error above, then run `trackmass resume --state {state}` to continue."
+            )),
+            _ if self.exhausted > 0 => line.push_str(&format!(
+                " {} exhausted (retries ran out): `trackmass retry --state {state}` sends them again.",
+                self.exhausted
+            )),
             _ => {}
         }
         line
@@ -240,7 +267,7 @@ mod tests {
 
     fn summary() -> Summary {
         Summary {
-            command: "run".into(),
+            command: Command::Run,
             input: "in.csv".into(),
             state: "s.db".into(),
             started_at: "2026-11-26T01:00:00Z".into(),
@@ -252,10 +279,12 @@ mod tests {
                 already_tracked: 3,
                 ..LoadCounts::default()
             },
+            pending_earlier: 0,
             retried: 0,
             tracked: 8,
             handling_units: 17,
             failed: 1,
+            exhausted: 0,
             pending: 0,
             requests: 6,
             resent_after_interruption: 0,
@@ -264,7 +293,7 @@ mod tests {
             stopped_by: None,
             elapsed_seconds: 30.0,
             sending_seconds: 29.0,
-            outcome: Exit::RowsFailed,
+            outcome: RunOutcome::CompletedWithFailures,
             exit_code: 3,
             fatal: None,
             results: "results.csv".into(),
@@ -281,13 +310,27 @@ mod tests {
         );
         assert!(line.contains("1 rejected, 1 failed"), "{line}");
         let mut s = summary();
-        s.command = "resume".into();
-        s.outcome = Exit::Interrupted;
-        s.stopped_by = Some("signal".into());
+        s.command = Command::Resume;
+        s.outcome = RunOutcome::Interrupted;
+        s.stopped_by = Some(StopReason::Signal);
         let line = s.line();
         assert!(line.starts_with("in.csv (resume) →"), "{line}");
         assert!(
-            line.contains("Stopped (signal): run `trackmass resume`"),
+            line.contains("Stopped (signal): run `trackmass resume --state s.db` to continue"),
+            "{line}"
+        );
+        let mut s = summary();
+        s.pending_earlier = 169;
+        s.exhausted = 1;
+        let line = s.line();
+        assert!(
+            line.starts_with("in.csv: 10 rows (6 new, 169 pending from earlier runs included) →"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                "1 exhausted (retries ran out): `trackmass retry --state s.db` sends them again."
+            ),
             "{line}"
         );
     }

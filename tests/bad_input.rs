@@ -533,7 +533,14 @@ fn run_case(name: &str) {
             Err(e) => check(false, format!("results.csv: {e}")),
             Ok((header, rows)) => {
                 check(
-                    header == ["documentReference", "trackingId", "spi", "reference"],
+                    header
+                        == [
+                            "documentReference",
+                            "trackingId",
+                            "spi",
+                            "reference",
+                            "agentCode",
+                        ],
                     format!("results.csv header {header:?}"),
                 );
                 let got: Vec<Vec<String>> = rows

@@ -8,10 +8,10 @@ use anyhow::Result;
 use crate::cli::ExportArgs;
 use crate::error::{Exit, UsageError};
 use crate::report;
-use crate::store::Store;
+use crate::store::{Scope, Store};
 
 pub fn execute(args: &ExportArgs) -> Result<Exit> {
-    if !args.state.is_file() {
+    if !args.state.exists() {
         return Err(UsageError(format!(
             "{}: no such state file (pass --state PATH)",
             args.state.display()
@@ -25,21 +25,28 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
     crate::paths::check_outputs(&crate::paths::state_files(&args.state), &outputs)?;
     crate::paths::check_writable(&outputs)?;
     let store = Store::open_read_only(&args.state)?;
-    let batch = if args.all {
-        None
+    let scope = if args.all {
+        Scope::Ledger
     } else {
-        match store.latest_batch()? {
-            Some(b) => Some(b.id),
+        let batch = match args.batch {
+            Some(id) => store.batch(id)?,
+            None => store.latest_batch()?,
+        };
+        match batch {
+            Some(b) => Scope::Report(b.id),
             None => {
                 return Err(UsageError(format!(
-                    "{}: no run recorded in this state file",
-                    args.state.display()
+                    "{}: {} recorded in this state file (`--all` writes every row)",
+                    args.state.display(),
+                    args.batch.map_or("no run".to_string(), |id| format!(
+                        "no run #{id} with an input"
+                    ))
                 ))
                 .into());
             }
         }
     };
-    let written = report::write_reports(&store, batch, &args.out, &args.failures)?;
+    let written = report::write_reports(&store, scope, &args.out, &args.failures)?;
     super::print_stdout(&format!(
         "trackmass: wrote {} ({} lines) and {} ({} lines) from {}\n",
         args.out.display(),

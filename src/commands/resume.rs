@@ -1,5 +1,6 @@
-//! `trackmass resume` and `trackmass retry`: continue the last run of a
-//! state file with the settings it was started with.
+//! `trackmass resume` and `trackmass retry`: send what the ledger owes,
+//! with the settings of the run they report on (the last one, or `retry
+//! --run N`).
 
 use anyhow::{Context, Result};
 
@@ -7,18 +8,22 @@ use super::run::{self, Start, Started, Ui};
 use crate::cli::{ContinueArgs, RetryStatus};
 use crate::config::RunConfig;
 use crate::error::{Exit, UsageError};
-use crate::store::{Status, Store};
+use crate::ledger::{Command, RunId, Status};
+use crate::store::{Scope, Store};
 
-/// Continues the last batch; with `requeue`, first puts its failed rows in
-/// those statuses back to pending.
+/// Sends every pending document of the ledger; `retry` (`requeue` not
+/// empty) first puts the failed documents in those statuses back to
+/// pending: those of the whole ledger, or of run `only` (its input's rows
+/// and what it answered).
 pub async fn execute(
-    command: &'static str,
+    command: Command,
     args: &ContinueArgs,
     requeue: &[RetryStatus],
+    only: Option<RunId>,
     ui: Ui,
 ) -> Result<Exit> {
     let started = Started::now();
-    if !args.state.is_file() {
+    if !args.state.exists() {
         return Err(UsageError(format!(
             "{}: no such state file; start with `trackmass run INPUT --state {}`",
             args.state.display(),
@@ -28,12 +33,20 @@ pub async fn execute(
     }
     let _lock = crate::lock::acquire(&args.state, command)?;
     let mut store = Store::open(&args.state)?;
-    let Some(batch) = store.latest_batch()? else {
-        return Err(UsageError(format!(
-            "{}: no run to continue in this state file; start one with `trackmass run INPUT`",
-            args.state.display()
-        ))
-        .into());
+    let batch = match only {
+        Some(id) => store.batch(id)?.ok_or_else(|| {
+            UsageError(format!(
+                "{}: no run #{id} that loaded an input (`trackmass status --state {}` lists the runs)",
+                args.state.display(),
+                args.state.display()
+            ))
+        })?,
+        None => store.latest_batch()?.ok_or_else(|| {
+            UsageError(format!(
+                "{}: no run to continue in this state file; start one with `trackmass run INPUT`",
+                args.state.display()
+            ))
+        })?,
     };
     let mut config: RunConfig = serde_json::from_str(&batch.config).with_context(|| {
         format!(
@@ -52,7 +65,8 @@ pub async fn execute(
         let retried = if statuses.is_empty() {
             0
         } else {
-            let n = store.requeue(batch.id, &statuses)?;
+            let scope = only.map_or(Scope::Ledger, Scope::Batch);
+            let n = store.requeue(scope, &statuses)?;
             let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
             tracing::info!(
                 "{n} rows ({}) put back to pending",

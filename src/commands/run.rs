@@ -17,11 +17,12 @@ use crate::config::RunConfig;
 use crate::dispatch::{self, DispatchReport};
 use crate::error::Exit;
 use crate::input::{self, CHUNK_ROWS, InputReader, Row};
+use crate::ledger::{Command, LoadClass, LoadCounts, RunId, RunOutcome, Status, StopReason};
 use crate::progress::{self, BarSlot, Progress, Totals};
 use crate::report;
 use crate::sandbox;
 use crate::secret::Secret;
-use crate::store::{LoadCounts, PendingItem, RunId, RunRecord, Status, Store, Writer, now_rfc3339};
+use crate::store::{self, PendingItem, RunRecord, Scope, Store, Writer, now_rfc3339};
 use crate::summary::{ErrorSummary, Summary};
 
 /// Rejected rows shown in the log before the rest are only counted.
@@ -43,24 +44,31 @@ pub struct Ui {
 /// Looks up a credential by its environment variable's name.
 pub type SecretLookup = Arc<dyn Fn(&str) -> Option<Found> + Send + Sync>;
 
-/// What an invocation works on.
+/// What an invocation works on. Every one sends all the ledger owes
+/// (pending documents, whichever input they came from) and reports on a
+/// batch: the rows of a run's input, what was answered since, and what the
+/// ledger still owes.
 pub enum Start {
-    /// `run`: its input, loaded into a batch of its own.
-    Load { load: LoadCounts },
-    /// `resume` and `retry`: continue this batch (after `retried` failed
-    /// rows were put back to pending).
+    /// `run`: its input, loaded into a batch of its own; `pending_earlier`
+    /// documents left pending by earlier runs go with it.
+    Load {
+        load: LoadCounts,
+        pending_earlier: u64,
+    },
+    /// `resume` and `retry`: report on this batch (after `retried` failed
+    /// documents were put back to pending).
     Continue {
-        command: &'static str,
+        command: Command,
         batch: Box<RunRecord>,
         retried: u64,
     },
 }
 
 impl Start {
-    fn command(&self) -> &'static str {
+    fn command(&self) -> Command {
         match self {
-            Start::Load { .. } => "run",
-            Start::Continue { command, .. } => command,
+            Start::Load { .. } => Command::Run,
+            Start::Continue { command, .. } => *command,
         }
     }
 
@@ -83,7 +91,7 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         // The header is checked before the state file is touched.
         let reader = InputReader::open(&config.input, &config.read_options())?;
         // One process per state file; held until this function returns.
-        let _lock = crate::lock::acquire(&config.state, "run")?;
+        let _lock = crate::lock::acquire(&config.state, Command::Run)?;
         let mut store = Store::open(&config.state)?;
         let config_json =
             serde_json::to_string(&config).context("cannot serialize the configuration")?;
@@ -91,26 +99,22 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         // move its other tasks (signals) to another thread.
         let (run, load) =
             tokio::task::block_in_place(|| load_input(&config, &mut store, reader, &config_json))?;
-        session(
-            &config,
-            &ui,
-            store,
-            run,
-            Start::Load { load },
-            credentials,
-            &started,
-        )
-        .await
+        let pending_earlier = store.pending_outside(run)?;
+        let start = Start::Load {
+            load,
+            pending_earlier,
+        };
+        session(&config, &ui, store, run, start, credentials, &started).await
     }
     .await;
-    finish_with_error(result, "run", &config, &started)
+    finish_with_error(result, Command::Run, &config, &started)
 }
 
 /// When a command fails outright, its summary and metrics files still say
 /// so (a scheduler must not read yesterday's files as today's).
 pub fn finish_with_error(
     result: Result<Exit>,
-    command: &str,
+    command: Command,
     config: &RunConfig,
     started: &Started,
 ) -> Result<Exit> {
@@ -123,11 +127,11 @@ pub fn finish_with_error(
         return Err(error);
     }
     let summary = ErrorSummary {
-        command: command.to_string(),
+        command,
         state: config.state.display().to_string(),
         started_at: started.at.clone(),
         ended_at: now_rfc3339(),
-        outcome: "error",
+        outcome: RunOutcome::Error,
         exit_code: crate::error::exit_code(&error),
         error: format!("{error:#}"),
     };
@@ -208,12 +212,15 @@ pub async fn session(
         }
         Err(e) => Err(e),
     };
+    // A state file removed or replaced while this command held it: its
+    // answers went to a file nobody will read again.
+    let outcome = outcome.and_then(|summary| store.check_unchanged().map(|()| summary));
     let summary = match outcome {
         Ok(summary) => summary,
         Err(e) => {
             let _ = store.end_run(
                 invocation,
-                "error",
+                RunOutcome::Error,
                 &serde_json::json!({"error": format!("{e:#}")}).to_string(),
             );
             return Err(e);
@@ -221,12 +228,7 @@ pub async fn session(
     };
     store.end_run(
         invocation,
-        match summary.outcome {
-            Exit::Success => "completed",
-            Exit::RowsFailed => "completed_with_failures",
-            Exit::Fatal => "fatal",
-            Exit::Interrupted => "interrupted",
-        },
+        summary.outcome,
         &serde_json::to_string(&summary).unwrap_or_default(),
     )?;
     if let Some(fatal) = &summary.fatal {
@@ -237,7 +239,7 @@ pub async fn session(
     if let Some(sb) = sandbox {
         let _ = sb.shutdown().await;
     }
-    Ok(summary.outcome)
+    Ok(summary.outcome.exit())
 }
 
 /// The API client, against the in-process sandbox for `--sandbox`.
@@ -295,58 +297,55 @@ async fn work(
     started: &Started,
 ) -> Result<Summary> {
     let batch = start.batch(invocation);
-    let recovered = store.recover_in_flight(batch)?;
+    let scope = Scope::Report(batch);
+    let recovered = store.recover_in_flight()?;
     if recovered > 0 {
         tracing::warn!(
             "{recovered} rows were in flight when an earlier run stopped; they will be sent again"
         );
     }
 
-    let before = store.status_counts(Some(batch))?;
+    let before = store.status_counts(scope)?;
     let pending = before.get(Status::Pending);
-    let total = Status::ALL
-        .iter()
-        .filter(|s| **s != Status::Rejected)
-        .map(|s| before.get(*s))
-        .sum::<u64>();
+    let total = before.total() - before.get(Status::Rejected);
     let totals = Totals {
         total,
         done_before: total - pending,
         failed_before: before.failures() - before.get(Status::Rejected),
     };
+    let pending_earlier = match start {
+        Start::Load {
+            pending_earlier, ..
+        } => *pending_earlier,
+        Start::Continue { .. } => 0,
+    };
 
     let mut report = DispatchReport::default();
-    let mut interrupted: Option<String> = None;
+    let mut stopped_by: Option<StopReason> = None;
     if pending > 0 {
+        let included = if pending_earlier > 0 {
+            format!(" ({pending_earlier} pending from earlier runs included)")
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "{pending} rows to send at {} with {} in flight (about {})",
+            "{pending} rows to send{included} at {} with {} in flight (about {})",
             config.dispatch.rate,
             config.dispatch.concurrency,
             progress::eta(pending, Some(config.dispatch.rate.per_second()))
                 .map_or_else(|| "unknown".into(), progress::format_duration)
         );
-        let (r, i) = send_pending(
-            config,
-            ui,
-            store.path(),
-            Batch {
-                invocation,
-                id: batch,
-            },
-            api,
-            totals,
-            started.instant,
-        )
-        .await?;
+        let (r, stop) =
+            send_pending(config, ui, store, invocation, api, totals, started.instant).await?;
         report = r;
-        interrupted = i;
+        stopped_by = stop;
     } else {
         tracing::info!("nothing to send");
     }
 
-    let after = store.status_counts(Some(batch))?;
+    let after = store.status_counts(scope)?;
     let (load, retried) = match start {
-        Start::Load { load } => (load.clone(), 0),
+        Start::Load { load, .. } => (load.clone(), 0),
         // Nothing was read, but the input's rejects still belong to it.
         Start::Continue { retried, .. } => (
             LoadCounts {
@@ -357,53 +356,43 @@ async fn work(
         ),
     };
     let written = tokio::task::block_in_place(|| {
-        report::write_reports(store, Some(batch), &config.out, &config.failures)
+        report::write_reports(store, scope, &config.out, &config.failures)
     })?;
     tracing::debug!(?written, "result files written");
-    let failed = after.failures() - after.get(Status::Rejected);
     let still_pending = after.get(Status::Pending);
-    let outcome = if report.fatal.is_some() {
-        Exit::Fatal
-    } else if interrupted.is_some() || still_pending > 0 {
-        Exit::Interrupted
-    } else if after.failures() > 0 {
-        Exit::RowsFailed
-    } else {
-        Exit::Success
-    };
+    let outcome = RunOutcome::decide(
+        report.fatal.is_some(),
+        stopped_by.is_some(),
+        still_pending,
+        after.failures(),
+    );
     Ok(Summary {
-        command: start.command().into(),
+        command: start.command(),
         input: config.input.display().to_string(),
         state: config.state.display().to_string(),
         started_at: started.at.clone(),
         ended_at: now_rfc3339(),
         load,
+        pending_earlier,
         retried,
         tracked: after.get(Status::Tracked),
         handling_units: after.units,
-        failed,
+        failed: after.failures() - after.get(Status::Rejected),
+        exhausted: after.get(Status::Exhausted),
         pending: still_pending,
         requests: report.requests,
         resent_after_interruption: report.resent_after_interruption,
         throttled: report.throttled,
         lowest_pace_percent: (report.lowest_pace * 100.0).round(),
-        stopped_by: interrupted,
+        stopped_by,
         elapsed_seconds: started.instant.elapsed().as_secs_f64(),
         sending_seconds: report.sending.as_secs_f64(),
         outcome,
-        exit_code: outcome.code(),
+        exit_code: outcome.exit().code(),
         fatal: report.fatal,
         results: config.out.display().to_string(),
         failures: config.failures.display().to_string(),
     })
-}
-
-/// The rows being worked on (`id`, the batch) and the invocation working
-/// on them (recorded with each answer).
-#[derive(Clone, Copy)]
-struct Batch {
-    invocation: RunId,
-    id: RunId,
 }
 
 /// Refuses output paths that would overwrite the state file (or its
@@ -446,7 +435,8 @@ fn load_input(
     let source = canonical_source(&config.input);
     let mut loader = store.loader(&source, config_json, config.force)?;
     let run = loader.run();
-    let mut logged = 0u64;
+    let mut rejects_logged = 0u64;
+    let mut notices_logged = 0u64;
     loop {
         let chunk = reader.next_chunk(CHUNK_ROWS)?;
         if chunk.is_empty() {
@@ -455,8 +445,8 @@ fn load_input(
         let rows = input::validate_chunk(&chunk, &columns, &config.defaults);
         for row in &rows {
             if let Row::Rejected(r) = row {
-                logged += 1;
-                if logged <= REJECTS_LOGGED {
+                rejects_logged += 1;
+                if rejects_logged <= REJECTS_LOGGED {
                     tracing::warn!(
                         "{}: line {}: {}",
                         config.input.display(),
@@ -466,7 +456,23 @@ fn load_input(
                 }
             }
         }
-        loader.add(&rows)?;
+        for notice in loader.add(&rows)? {
+            notices_logged += 1;
+            if notices_logged > REJECTS_LOGGED {
+                continue;
+            }
+            let text = format!(
+                "{}: line {}: {}",
+                config.input.display(),
+                notice.line,
+                store::describe(&notice)
+            );
+            if notice.class == LoadClass::Corrected {
+                tracing::info!("{text}");
+            } else {
+                tracing::warn!("{text}");
+            }
+        }
     }
     let counts = loader.finish()?;
     if counts.rejected > REJECTS_LOGGED {
@@ -476,11 +482,31 @@ fn load_input(
             config.failures.display()
         );
     }
+    if notices_logged > REJECTS_LOGGED {
+        tracing::warn!(
+            "{} more rows name documents the state file holds with other fields \
+             (`trackmass validate --state` lists them all)",
+            notices_logged - REJECTS_LOGGED
+        );
+    }
+    let mut extra = String::new();
+    for (n, what) in [
+        (
+            counts.fields_differ,
+            "with other fields than the ledger holds (not applied)",
+        ),
+        (counts.corrected, "corrections of refused documents"),
+        (counts.forced, "sent again (--force)"),
+    ] {
+        if n > 0 {
+            extra.push_str(&format!(", {n} {what}"));
+        }
+    }
     tracing::info!(
-        "{}: {} rows: {} new, {} already tracked, {} continued, {} duplicate rows, {} rejected",
+        "{}: {} rows: {} new, {} already tracked, {} continued{extra}, {} duplicate rows, {} rejected",
         config.input.display(),
         counts.rows,
-        counts.new + counts.forced,
+        counts.new,
         counts.already_tracked,
         counts.continued,
         counts.duplicates,
@@ -489,38 +515,38 @@ fn load_input(
     Ok((run, counts))
 }
 
-/// Feeds pending rows from the state to the dispatcher; shows progress;
-/// handles Ctrl-C / SIGTERM. Returns the report and whether it was
-/// interrupted.
+/// Feeds pending documents from the ledger to the dispatcher; shows
+/// progress; handles Ctrl-C / SIGTERM. Returns the report and why sending
+/// stopped early, if it did.
 async fn send_pending(
     config: &RunConfig,
     ui: &Ui,
-    state: &Path,
-    batch: Batch,
+    store: &Store,
+    invocation: RunId,
     api: Api,
     totals: Totals,
     started: Instant,
-) -> Result<(DispatchReport, Option<String>)> {
-    let writer = Arc::new(Writer::spawn(state, batch.invocation, config.durability)?);
+) -> Result<(DispatchReport, Option<StopReason>)> {
+    let writer = Arc::new(Writer::spawn(store, invocation, config.durability)?);
     let (tx, rx) = mpsc::channel::<PendingItem>(PAGE_ROWS * 2);
-    let reader = Store::open_read_only(state)?;
+    let reader = store.reader()?;
     let feeder = std::thread::Builder::new()
         .name("state-reader".into())
-        .spawn(move || feed(reader, batch.id, tx))
+        .spawn(move || feed(reader, tx))
         .context("cannot start the state reader thread")?;
 
     let display = progress_display(config.progress, config.progress_interval, ui);
     let progress = Progress::start(display, totals, writer.committed(), ui.slot.clone());
 
     let stop = CancellationToken::new();
-    let stopped_by: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let stopped_by: Arc<std::sync::Mutex<Option<StopReason>>> = Arc::default();
     let signals = tokio::spawn(watch_signals(stop.clone(), stopped_by.clone()));
     let deadline = config.max_duration.map(|limit| {
         let (stop, stopped_by) = (stop.clone(), stopped_by.clone());
         let left = limit.saturating_sub(started.elapsed());
         tokio::spawn(async move {
             tokio::time::sleep(left).await;
-            set_stop_reason(&stopped_by, "--max-duration");
+            set_stop_reason(&stopped_by, StopReason::MaxDuration);
             tracing::warn!(
                 "--max-duration reached: stopping; requests in flight finish, then the files are written"
             );
@@ -575,24 +601,25 @@ async fn send_pending(
             None => problem,
         });
     }
-    let stopped_by = stopped_by.lock().ok().and_then(|s| s.clone());
+    let stopped_by = stopped_by.lock().ok().and_then(|s| *s);
     Ok((report, stopped_by))
 }
 
 /// Records the first reason to stop.
-fn set_stop_reason(slot: &std::sync::Mutex<Option<String>>, reason: &str) {
+fn set_stop_reason(slot: &std::sync::Mutex<Option<StopReason>>, reason: StopReason) {
     if let Ok(mut s) = slot.lock()
         && s.is_none()
     {
-        *s = Some(reason.to_string());
+        *s = Some(reason);
     }
 }
 
-/// Pages through pending rows in id order until the dispatcher hangs up.
-fn feed(reader: Store, run: RunId, tx: mpsc::Sender<PendingItem>) -> Result<()> {
+/// Pages through the ledger's pending documents in id order until the
+/// dispatcher hangs up.
+fn feed(reader: Store, tx: mpsc::Sender<PendingItem>) -> Result<()> {
     let mut after = 0;
     loop {
-        let page = reader.pending_page(run, after, PAGE_ROWS)?;
+        let page = reader.pending_page(after, PAGE_ROWS)?;
         let Some(last) = page.last() else {
             return Ok(());
         };
@@ -619,7 +646,10 @@ fn progress_display(mode: ProgressMode, interval: Duration, ui: &Ui) -> progress
 /// First Ctrl-C or SIGTERM: stop sending, finish what is in flight, write
 /// the files, exit 4. Second: exit 4 at once (the state stays consistent:
 /// every commit is atomic).
-async fn watch_signals(stop: CancellationToken, stopped_by: Arc<std::sync::Mutex<Option<String>>>) {
+async fn watch_signals(
+    stop: CancellationToken,
+    stopped_by: Arc<std::sync::Mutex<Option<StopReason>>>,
+) {
     let mut first = true;
     loop {
         if !next_signal().await {
@@ -627,7 +657,7 @@ async fn watch_signals(stop: CancellationToken, stopped_by: Arc<std::sync::Mutex
         }
         if first {
             first = false;
-            set_stop_reason(&stopped_by, "signal");
+            set_stop_reason(&stopped_by, StopReason::Signal);
             stop.cancel();
             tracing::warn!(
                 "stopping: waiting for requests in flight, then writing the result files \

@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::error::{Exit, UsageError};
+use crate::ledger::Status;
 use crate::lock::Holder;
-use crate::store::{FailureGroup, Overview, RunRecord, Status, StatusCounts, Store};
+use crate::store::{FailureGroup, Overview, RunRecord, Scope, StatusCounts, Store};
 
 /// Everything `status` shows; `--json` prints it as is.
 #[derive(Debug, Serialize)]
@@ -18,12 +19,14 @@ pub struct Report {
     /// Rows of the whole state file by status, and their total.
     pub rows: Counts,
     pub handling_units: u64,
-    /// Rows a run was sending when it stopped or died: the next run sends
-    /// them again.
+    /// With no run going on: rows a run was sending when it stopped or
+    /// died; the next run sends them again.
     pub in_flight_at_interruption: u64,
+    /// While a run goes on: rows it is sending now.
+    pub in_flight_now: u64,
     pub failures: Vec<FailureGroup>,
-    /// The rows of the last run's input (what `resume`, `retry` and
-    /// `export` work on).
+    /// The rows the last run reports on (its input's, those answered since,
+    /// and what the ledger still owes): what `export` writes.
     pub last_batch: Option<Batch>,
     /// The process running on this state file now, if any.
     pub running: Option<Holder>,
@@ -44,7 +47,7 @@ pub struct Counts {
 impl From<&StatusCounts> for Counts {
     fn from(c: &StatusCounts) -> Counts {
         Counts {
-            total: Status::ALL.iter().map(|s| c.get(*s)).sum(),
+            total: c.total(),
             pending: c.get(Status::Pending),
             tracked: c.get(Status::Tracked),
             rejected: c.get(Status::Rejected),
@@ -78,7 +81,7 @@ pub fn execute(args: &StatusArgs) -> Result<Exit> {
 
 /// Reads the state file (never writing it: a run may hold it).
 pub fn gather(state: &Path) -> Result<Report> {
-    if !state.is_file() {
+    if !state.exists() {
         return Err(UsageError(format!(
             "{}: no such state file (pass --state PATH)",
             state.display()
@@ -94,7 +97,7 @@ pub fn gather(state: &Path) -> Result<Report> {
     } = store.overview()?;
     let last_batch = match store.latest_batch()? {
         Some(batch) => {
-            let c = store.status_counts(Some(batch.id))?;
+            let c = store.status_counts(Scope::Report(batch.id))?;
             Some(Batch {
                 run: batch.id,
                 input: batch.input,
@@ -109,11 +112,19 @@ pub fn gather(state: &Path) -> Result<Report> {
         .last()
         .filter(|r| r.ended_at.is_none())
         .and_then(|_| crate::lock::holder(state));
+    // Rows marked in flight belong to the live run if there is one, else to
+    // a process that died with them.
+    let (in_flight_now, left_in_flight) = if running.is_some() {
+        (in_flight, 0)
+    } else {
+        (0, in_flight)
+    };
     Ok(Report {
         state: state.display().to_string(),
         rows: Counts::from(&counts),
         handling_units: counts.units,
-        in_flight_at_interruption: in_flight + interrupted,
+        in_flight_at_interruption: left_in_flight + interrupted,
+        in_flight_now,
         failures,
         last_batch,
         running,
@@ -134,13 +145,20 @@ pub fn render(r: &Report) -> String {
         r.rows.tracked,
         format!("   {} handling units", r.handling_units),
     );
-    let interrupted = if r.in_flight_at_interruption > 0 {
-        format!(
-            "   {} were in flight at an interruption",
+    let mut notes = Vec::new();
+    if r.in_flight_now > 0 {
+        notes.push(format!("{} being sent now", r.in_flight_now));
+    }
+    if r.in_flight_at_interruption > 0 {
+        notes.push(format!(
+            "{} were in flight at an interruption",
             r.in_flight_at_interruption
-        )
-    } else {
+        ));
+    }
+    let interrupted = if notes.is_empty() {
         String::new()
+    } else {
+        format!("   {}", notes.join(", "))
     };
     line(&mut out, "pending", r.rows.pending, interrupted);
     line(&mut out, "rejected", r.rows.rejected, String::new());
@@ -163,7 +181,7 @@ pub fn render(r: &Report) -> String {
     if let Some(b) = &r.last_batch {
         let _ = writeln!(
             out,
-            "\nLast input: {} (run #{}): {} rows, {} tracked, {} pending, {} failed, {} rejected",
+            "\nLast run's files: {} (run #{}): {} rows, {} tracked, {} pending, {} failed, {} rejected",
             b.input.as_deref().unwrap_or("?"),
             b.run,
             b.rows.total,
@@ -176,7 +194,7 @@ pub fn render(r: &Report) -> String {
     if !r.runs.is_empty() {
         let _ = writeln!(out, "\nRuns:");
         for run in &r.runs {
-            let ended = match (&run.ended_at, &run.outcome) {
+            let ended = match (&run.ended_at, run.outcome) {
                 (Some(end), Some(outcome)) => format!("→ {end}  {outcome}"),
                 _ if r.running.is_some() && Some(run.id) == r.runs.last().map(|l| l.id) => {
                     "running".to_string()
@@ -204,17 +222,20 @@ pub fn render(r: &Report) -> String {
             h.command, h.pid, h.host, h.since
         );
     }
-    let next = match &r.last_batch {
-        _ if r.running.is_some() => None,
-        Some(b) if b.rows.pending > 0 => Some(format!(
+    let next = if r.running.is_some() {
+        None
+    } else if r.rows.pending > 0 {
+        Some(format!(
             "`trackmass resume --state {}` sends the {} pending rows.",
-            r.state, b.rows.pending
-        )),
-        Some(b) if b.rows.exhausted > 0 => Some(format!(
+            r.state, r.rows.pending
+        ))
+    } else if r.rows.exhausted > 0 {
+        Some(format!(
             "`trackmass retry --state {}` sends the {} exhausted rows again.",
-            r.state, b.rows.exhausted
-        )),
-        _ => None,
+            r.state, r.rows.exhausted
+        ))
+    } else {
+        None
     };
     if let Some(next) = next {
         let _ = writeln!(out, "\nNext: {next}");

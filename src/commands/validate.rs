@@ -2,7 +2,7 @@
 //! same reader and rules as `run`, sends nothing, writes nothing but the
 //! optional rejects file.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use anyhow::Result;
@@ -11,10 +11,11 @@ use serde::Serialize;
 use crate::cli::ValidateArgs;
 use crate::config::defaults_from;
 use crate::error::Exit;
-use crate::input::{self, CHUNK_ROWS, InputReader, ReadOptions, Reject, Row};
+use crate::input::{self, CHUNK_ROWS, InputReader, ReadOptions, Reject, Row, ValidRow};
+use crate::ledger::{self, Known, LoadClass, LoadCounts, Status};
 use crate::progress;
 use crate::report;
-use crate::store::{Status, Store};
+use crate::store::{self, Notice, Scope, Store};
 
 /// Rejects listed on the terminal (and in `--json`); `--rejects` has all.
 const REJECTS_SHOWN: usize = 20;
@@ -29,16 +30,26 @@ pub struct Report {
     pub rejected: u64,
     /// Valid rows that repeat an earlier row's request: sent once.
     pub duplicates: u64,
+    /// Rows naming a document an earlier row (or the state file) holds
+    /// with other fields: not applied.
+    pub fields_differ: u64,
     /// With `--state`: rows the state file already answered or holds.
     pub already_tracked: u64,
     pub already_failed: u64,
+    /// Rows correcting a document the API refused: sent.
+    pub corrected: u64,
     pub pending_in_state: u64,
+    /// Documents the state file holds pending from other inputs: a run
+    /// sends them too.
+    pub pending_from_earlier: u64,
     /// Requests a run would send (pending rows of the state included).
     pub to_send: u64,
     pub rate: String,
     /// At `rate`, not counting retries.
     pub estimated_seconds: u64,
     pub rejects: Vec<RejectLine>,
+    /// The first rows whose fields differ from their document's.
+    pub differing: Vec<RejectLine>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,11 +69,11 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
         crate::paths::check_outputs(&protected, &[("--rejects", rejects)])?;
         crate::paths::check_writable(&[("--rejects", rejects)])?;
     }
-    let store = args
-        .state
-        .as_deref()
-        .map(Store::open_read_only)
-        .transpose()?;
+    // A state file not made yet is a ledger that holds nothing.
+    let store = match &args.state {
+        Some(path) => Store::open_if_exists(path)?,
+        None => None,
+    };
     let options = ReadOptions {
         column: args.read.column.clone(),
         delimiter: args.read.delimiter,
@@ -74,7 +85,8 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
         rate: args.rate.to_string(),
         ..Report::default()
     };
-    let mut seen: HashSet<u64> = HashSet::new();
+    let mut seen = Seen::default();
+    let mut counts = LoadCounts::default();
     let mut rejects: Vec<Reject> = Vec::new();
     let keep_all = args.rejects.is_some();
     loop {
@@ -93,29 +105,39 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
                 }
                 Row::Valid(v) => {
                     report.valid += 1;
-                    let mut h = DefaultHasher::new();
-                    v.payload.hash(&mut h);
-                    if !seen.insert(h.finish()) {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    let known = match &store {
-                        Some(s) => s.status_of_payload(&v.payload)?,
-                        None => None,
-                    };
-                    match known {
-                        None => report.to_send += 1,
-                        Some(Status::Tracked) => report.already_tracked += 1,
-                        Some(Status::Pending) => {
-                            report.pending_in_state += 1;
-                            report.to_send += 1;
-                        }
-                        Some(_) => report.already_failed += 1,
+                    let class = seen.classify(&v, store.as_ref())?;
+                    counts.count(class);
+                    if matches!(
+                        class,
+                        LoadClass::DuplicateDiffers { .. } | LoadClass::KnownDiffers(_)
+                    ) && report.differing.len() < REJECTS_SHOWN
+                    {
+                        let notice = Notice {
+                            line: v.line,
+                            document_reference: v.document_reference.clone(),
+                            class,
+                        };
+                        report.differing.push(RejectLine {
+                            line: v.line,
+                            document_reference: v.document_reference.clone(),
+                            message: store::describe(&notice),
+                        });
                     }
                 }
             }
         }
     }
+    report.duplicates = counts.duplicates;
+    report.fields_differ = counts.fields_differ;
+    report.already_tracked = counts.already_tracked;
+    report.already_failed = counts.already_failed;
+    report.corrected = counts.corrected;
+    report.pending_in_state = counts.continued;
+    if let Some(store) = &store {
+        let pending = store.status_counts(Scope::Ledger)?.get(Status::Pending);
+        report.pending_from_earlier = pending.saturating_sub(counts.continued);
+    }
+    report.to_send = counts.queued() + report.pending_from_earlier;
     report.estimated_seconds =
         progress::eta(report.to_send, Some(args.rate.per_second())).map_or(0, |d| d.as_secs());
     report.rejects = rejects
@@ -146,6 +168,49 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     })
 }
 
+/// What the rows of the file met so far, to classify each row as `run`
+/// would: documents by identity, with the first row's line and request.
+#[derive(Default)]
+struct Seen {
+    documents: HashMap<u64, (u64, u64)>,
+}
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
+impl Seen {
+    fn classify(&mut self, row: &ValidRow, store: Option<&Store>) -> Result<LoadClass> {
+        let key = hash_of((&row.document_reference, &row.agent_code));
+        let payload = hash_of(&row.payload);
+        let known = match self.documents.get(&key) {
+            Some(&(first_payload, first_line)) => Some(Known {
+                status: Status::Pending,
+                same_fields: first_payload == payload,
+                seen_at_line: Some(first_line),
+                answered_before_force: false,
+            }),
+            None => {
+                self.documents.insert(key, (payload, row.line));
+                match store {
+                    Some(s) => s.document(&row.document_reference, &row.agent_code)?.map(
+                        |(status, held)| Known {
+                            status,
+                            same_fields: held == row.payload,
+                            seen_at_line: None,
+                            answered_before_force: false,
+                        },
+                    ),
+                    None => None,
+                }
+            }
+        };
+        Ok(ledger::classify(known, false))
+    }
+}
+
 fn render(r: &Report, with_state: bool, rejects_file: Option<&std::path::Path>) -> String {
     let mut out = format!(
         "{}: {} rows: {} valid, {} rejected, {} duplicate rows (sent once)\n",
@@ -153,9 +218,25 @@ fn render(r: &Report, with_state: bool, rejects_file: Option<&std::path::Path>) 
     );
     if with_state {
         out.push_str(&format!(
-            "  state file: {} already tracked, {} failed before (not sent again; see `trackmass retry`), {} pending\n",
-            r.already_tracked, r.already_failed, r.pending_in_state
+            "  state file: {} already tracked, {} failed before (not sent again; see `trackmass retry`), \
+             {} pending, {} pending from other inputs (sent too)\n",
+            r.already_tracked, r.already_failed, r.pending_in_state, r.pending_from_earlier
         ));
+        if r.corrected > 0 {
+            out.push_str(&format!(
+                "  {} rows correct the fields of documents the API refused: sent again\n",
+                r.corrected
+            ));
+        }
+    }
+    if r.fields_differ > 0 {
+        out.push_str(&format!(
+            "  {} rows name a document already held with other fields: not sent (`run --force` sends them)\n",
+            r.fields_differ
+        ));
+        for d in &r.differing {
+            out.push_str(&format!("  line {}: {}\n", d.line, d.message));
+        }
     }
     let eta = progress::format_duration(std::time::Duration::from_secs(r.estimated_seconds));
     out.push_str(&format!(

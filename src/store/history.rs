@@ -1,17 +1,18 @@
 //! The `runs` table (what was invoked, when, how it ended) and the
-//! questions asked of the state as a whole: `status`, `resume`, `retry`.
+//! questions asked of the ledger as a whole: `status`, `resume`, `retry`.
 
 use anyhow::Result;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{RunId, Status, StatusCounts, Store, not_a_state_file, now_rfc3339, sqlite_error};
+use super::{RunId, Scope, Status, StatusCounts, Store, now_rfc3339, sqlite_error};
+use crate::ledger::{Command, RunOutcome};
 
 /// One invocation, as recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub id: RunId,
-    pub command: String,
+    pub command: Command,
     /// The input file (absolute path when known); none for commands that
     /// read no input.
     pub input: Option<String>,
@@ -19,9 +20,8 @@ pub struct RunRecord {
     pub batch: Option<RunId>,
     pub started_at: String,
     pub ended_at: Option<String>,
-    /// completed, completed_with_failures, fatal, interrupted, error; none
-    /// while running or when the process died.
-    pub outcome: Option<String>,
+    /// None while running or when the process died.
+    pub outcome: Option<RunOutcome>,
     /// The summary it wrote at the end, as JSON.
     pub summary: Option<serde_json::Value>,
     /// Its settings (JSON), without secrets.
@@ -53,16 +53,29 @@ pub struct Overview {
 const RUN_COLUMNS: &str =
     "id, command, input, batch, started_at, ended_at, outcome, summary, config";
 
+/// A stored name that this build does not know: the file is not one of ours.
+fn unknown(column: usize, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("unknown value {value:?}").into(),
+    )
+}
+
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let command: String = r.get(1)?;
+    let outcome: Option<String> = r.get(6)?;
     let summary: Option<String> = r.get(7)?;
     Ok(RunRecord {
         id: r.get(0)?,
-        command: r.get(1)?,
+        command: Command::parse(&command).ok_or_else(|| unknown(1, &command))?,
         input: r.get(2)?,
         batch: r.get(3)?,
         started_at: r.get(4)?,
         ended_at: r.get(5)?,
-        outcome: r.get(6)?,
+        outcome: outcome
+            .map(|o| RunOutcome::parse(&o).ok_or_else(|| unknown(6, &o)))
+            .transpose()?,
         summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
         config: r.get(8)?,
     })
@@ -72,7 +85,7 @@ impl Store {
     /// Records the start of an invocation that continues `batch`.
     pub fn begin_continuation(
         &mut self,
-        command: &str,
+        command: Command,
         batch: &RunRecord,
         config: &str,
     ) -> Result<RunId> {
@@ -80,18 +93,24 @@ impl Store {
             .execute(
                 "INSERT INTO runs (command, input, config, started_at, batch, loaded_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
-                params![command, batch.input, config, now_rfc3339(), batch.id],
+                params![
+                    command.as_str(),
+                    batch.input,
+                    config,
+                    now_rfc3339(),
+                    batch.id
+                ],
             )
             .map_err(|e| sqlite_error(&self.path, e))?;
         Ok(self.conn.last_insert_rowid())
     }
 
     /// Records how an invocation ended.
-    pub fn end_run(&mut self, run: RunId, outcome: &str, summary: &str) -> Result<()> {
+    pub fn end_run(&mut self, run: RunId, outcome: RunOutcome, summary: &str) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE runs SET ended_at = ?2, outcome = ?3, summary = ?4 WHERE id = ?1",
-                params![run, now_rfc3339(), outcome, summary],
+                params![run, now_rfc3339(), outcome.as_str(), summary],
             )
             .map_err(|e| sqlite_error(&self.path, e))?;
         Ok(())
@@ -115,6 +134,57 @@ impl Store {
             .map_err(|e| sqlite_error(&self.path, e))
     }
 
+    /// The `run` #`id`, if it loaded its input (a run that other commands
+    /// can report on).
+    pub fn batch(&self, id: RunId) -> Result<Option<RunRecord>> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE id = ?1 AND command = 'run' AND loaded_at IS NOT NULL"
+                ),
+                params![id],
+                run_record,
+            )
+            .optional()
+            .map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    /// With `--force`, documents answered before this run are sent again.
+    /// But if the runs just before this one on the same input were
+    /// `--force` runs that did not finish, this run continues them: only
+    /// documents answered before the first of them are sent again, not the
+    /// ones they already re-sent. Returns that first run (`None`: the new
+    /// run itself).
+    pub(super) fn forced_sequence_start(&self, source: &str) -> Result<Option<RunId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, force, outcome FROM runs WHERE input = ?1 ORDER BY id DESC")
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![source], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let mut since = None;
+        for row in rows {
+            let (id, forced, outcome) = row.map_err(|e| sqlite_error(&self.path, e))?;
+            let finished = outcome
+                .as_deref()
+                .and_then(RunOutcome::parse)
+                .is_some_and(RunOutcome::finished);
+            if !forced || finished {
+                break;
+            }
+            since = Some(id);
+        }
+        Ok(since)
+    }
+
     /// Every invocation, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>> {
         let mut stmt = self
@@ -128,9 +198,9 @@ impl Store {
             .map_err(|e| sqlite_error(&self.path, e))
     }
 
-    /// Puts the failed rows of `batch` in these statuses back to pending.
-    /// Returns how many.
-    pub fn requeue(&mut self, batch: RunId, statuses: &[Status]) -> Result<u64> {
+    /// Puts the failed documents in `scope` in these statuses back to
+    /// pending. Returns how many.
+    pub fn requeue(&mut self, scope: Scope, statuses: &[Status]) -> Result<u64> {
         let tx = self
             .conn
             .transaction()
@@ -138,16 +208,17 @@ impl Store {
         let mut n = 0;
         {
             let mut stmt = tx
-                .prepare(
+                .prepare(&format!(
                     "UPDATE items SET status = 'pending', http_status = NULL, code = NULL,
                          message = NULL, details = NULL, updated_at = ?3
-                     WHERE seen_run = ?1 AND status = ?2 AND payload IS NOT NULL",
-                )
+                     WHERE {} AND status = ?2 AND payload IS NOT NULL",
+                    scope.filter()
+                ))
                 .map_err(|e| sqlite_error(&self.path, e))?;
             let now = now_rfc3339();
             for status in statuses {
                 n += stmt
-                    .execute(params![batch, status.as_str(), now])
+                    .execute(params![scope.param(), status.as_str(), now])
                     .map_err(|e| sqlite_error(&self.path, e))? as u64;
             }
         }
@@ -155,25 +226,9 @@ impl Store {
         Ok(n)
     }
 
-    /// The status of the row that sends exactly this body, if the state
-    /// holds one.
-    pub fn status_of_payload(&self, payload: &str) -> Result<Option<Status>> {
-        let status: Option<String> = self
-            .conn
-            .prepare_cached("SELECT status FROM items WHERE payload = ?1")
-            .and_then(|mut stmt| stmt.query_row(params![payload], |r| r.get(0)).optional())
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        status
-            .map(|s| {
-                Status::parse(&s)
-                    .ok_or_else(|| not_a_state_file(&self.path, format!("unknown status {s:?}")))
-            })
-            .transpose()
-    }
-
     /// Counts over the whole state file.
     pub fn overview(&self) -> Result<Overview> {
-        let counts = self.status_counts(None)?;
+        let counts = self.status_counts(Scope::Ledger)?;
         let count = |sql: &str| -> Result<u64> {
             self.conn
                 .query_row(sql, [], |r| r.get::<_, i64>(0))
@@ -205,9 +260,7 @@ impl Store {
         let mut failures = Vec::new();
         for row in rows {
             let (status, http_status, code, n) = row.map_err(|e| sqlite_error(&self.path, e))?;
-            let status = Status::parse(&status).ok_or_else(|| {
-                not_a_state_file(&self.path, format!("unknown status {status:?}"))
-            })?;
+            let status = self.status_of(&status)?;
             failures.push(FailureGroup {
                 status,
                 http_status,
@@ -226,106 +279,102 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{answer, load, temp_store, valid};
     use super::*;
-    use crate::input::{Row, ValidRow};
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("state.db")).unwrap();
-        (dir, store)
-    }
-
-    fn load(store: &mut Store, refs: &[&str]) -> RunId {
-        let rows: Vec<Row> = refs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Row::Valid(ValidRow {
-                    line: i as u64 + 2,
-                    document_reference: r.to_string(),
-                    payload: format!(r#"{{"documentReference":"{r}"}}"#),
-                })
-            })
-            .collect();
-        let mut loader = store.loader("a.csv", "{}", false).unwrap();
-        let run = loader.run();
-        loader.add(&rows).unwrap();
-        loader.finish().unwrap();
-        run
-    }
-
-    fn set_status(store: &Store, reference: &str, status: &str, code: Option<&str>) {
-        store
-            .conn
-            .execute(
-                "UPDATE items SET status = ?2, code = ?3, http_status = 400 WHERE document_reference = ?1",
-                params![reference, status, code],
-            )
-            .unwrap();
-    }
 
     #[test]
     fn continuations_share_the_batch_of_the_run_they_continue() {
-        let (_dir, mut store) = store();
+        let (_dir, mut store) = temp_store();
         assert!(store.latest_batch().unwrap().is_none());
-        let first = load(&mut store, &["A"]);
-        let second = load(&mut store, &["B"]);
+        let (first, _) = load(&mut store, "a.csv", &[valid(2, "A")]);
+        let (second, _) = load(&mut store, "b.csv", &[valid(2, "B")]);
         let batch = store.latest_batch().unwrap().unwrap();
         assert_eq!(batch.id, second);
-        let resume = store.begin_continuation("resume", &batch, "{}").unwrap();
+        assert_eq!(store.batch(first).unwrap().unwrap().id, first);
+        let resume = store
+            .begin_continuation(Command::Resume, &batch, "{}")
+            .unwrap();
         assert!(resume > second);
+        assert!(
+            store.batch(resume).unwrap().is_none(),
+            "not a run with an input"
+        );
         assert_eq!(store.latest_batch().unwrap().unwrap().id, second);
+        store
+            .end_run(resume, RunOutcome::Interrupted, "{}")
+            .unwrap();
         let runs = store.runs().unwrap();
         let batches: Vec<_> = runs.iter().map(|r| r.batch).collect();
         assert_eq!(batches, [Some(first), Some(second), Some(second)]);
+        assert_eq!(runs[2].command, Command::Resume);
+        assert_eq!(runs[2].outcome, Some(RunOutcome::Interrupted));
     }
 
     #[test]
-    fn requeue_touches_only_the_chosen_statuses_of_the_batch() {
-        let (_dir, mut store) = store();
-        let old = load(&mut store, &["OLD"]);
-        set_status(&store, "OLD", "exhausted", None);
-        let run = load(&mut store, &["A", "B", "C", "D"]);
-        assert_ne!(old, run);
-        set_status(&store, "A", "exhausted", None);
-        set_status(&store, "B", "failed", Some("DOCUMENT_NOT_FOUND"));
-        set_status(&store, "C", "bad_response", None);
-        assert_eq!(store.requeue(run, &[Status::Exhausted]).unwrap(), 1);
-        let counts = store.status_counts(Some(run)).unwrap();
-        assert_eq!(counts.get(Status::Pending), 2, "A again, and D");
-        assert_eq!(counts.get(Status::Failed), 1);
-        // The row of the older batch is not this batch's failure.
+    fn requeue_covers_the_ledger_or_one_runs_rows() {
+        let (_dir, mut store) = temp_store();
+        let (old, _) = load(&mut store, "old.csv", &[valid(2, "OLD")]);
+        answer(&store, "OLD", Status::Exhausted, old);
+        let (run, _) = load(
+            &mut store,
+            "new.csv",
+            &[valid(2, "A"), valid(3, "B"), valid(4, "C"), valid(5, "D")],
+        );
+        answer(&store, "A", Status::Exhausted, run);
+        answer(&store, "B", Status::Failed, run);
+        answer(&store, "C", Status::BadResponse, run);
+        // Run N's rows only: the older run's exhausted row stays.
         assert_eq!(
             store
-                .status_counts(Some(old))
+                .requeue(Scope::Batch(run), &[Status::Exhausted])
+                .unwrap(),
+            1
+        );
+        let pending = |store: &Store| {
+            store
+                .status_counts(Scope::Ledger)
+                .unwrap()
+                .get(Status::Pending)
+        };
+        assert_eq!(pending(&store), 2, "A again, and D");
+        assert_eq!(
+            store
+                .status_counts(Scope::Batch(old))
                 .unwrap()
                 .get(Status::Exhausted),
             1
         );
+        // The whole ledger: the older run's too.
+        assert_eq!(
+            store.requeue(Scope::Ledger, &[Status::Exhausted]).unwrap(),
+            1
+        );
         assert_eq!(
             store
-                .requeue(run, &[Status::Failed, Status::BadResponse])
+                .requeue(Scope::Ledger, &[Status::Failed, Status::BadResponse])
                 .unwrap(),
             2
         );
-        assert_eq!(
-            store.status_counts(Some(run)).unwrap().get(Status::Pending),
-            4
-        );
+        assert_eq!(pending(&store), 5);
     }
 
     #[test]
     fn overview_groups_failures_by_code() {
-        let (_dir, mut store) = store();
-        load(&mut store, &["A", "B", "C", "D"]);
-        set_status(&store, "A", "failed", Some("DOCUMENT_NOT_FOUND"));
-        set_status(&store, "B", "failed", Some("DOCUMENT_NOT_FOUND"));
-        set_status(&store, "C", "failed", Some("INVALID_AGENT"));
+        let (_dir, mut store) = temp_store();
+        let (run, _) = load(
+            &mut store,
+            "a.csv",
+            &[valid(2, "A"), valid(3, "B"), valid(4, "C"), valid(5, "D")],
+        );
+        for r in ["A", "B", "C"] {
+            answer(&store, r, Status::Failed, run);
+        }
         store
             .conn
-            .execute(
-                "UPDATE items SET in_flight = 1 WHERE document_reference = 'D'",
-                [],
+            .execute_batch(
+                "UPDATE items SET code = 'DOCUMENT_NOT_FOUND' WHERE document_reference IN ('A', 'B');
+                 UPDATE items SET code = 'INVALID_AGENT' WHERE document_reference = 'C';
+                 UPDATE items SET in_flight = 1 WHERE document_reference = 'D';",
             )
             .unwrap();
         let o = store.overview().unwrap();
