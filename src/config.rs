@@ -142,7 +142,7 @@ impl RunConfig {
             return;
         }
         let rebase = |p: &mut PathBuf| {
-            if p.is_relative() {
+            if p.is_relative() && !crate::output::is_stdout(p) {
                 *p = base.join(&*p);
             }
         };
@@ -152,6 +152,16 @@ impl RunConfig {
         for p in [&mut self.summary, &mut self.metrics].into_iter().flatten() {
             rebase(p);
         }
+    }
+
+    /// Whether one of the outputs is standard output (`-`): the summary
+    /// line then goes to stderr, so that stdout holds that file alone.
+    pub fn writes_stdout(&self) -> bool {
+        [&self.out, &self.failures]
+            .into_iter()
+            .chain(self.summary.iter())
+            .chain(self.metrics.iter())
+            .any(|p| crate::output::is_stdout(p))
     }
 
     pub fn read_options(&self) -> ReadOptions {

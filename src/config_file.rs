@@ -11,6 +11,13 @@
 //! variable is taken from the environment when that is set
 //! (flags > environment > file > defaults).
 //!
+//! A file is trusted only if only its owner can change it, as ssh does with
+//! its configuration: it and its directory must belong to the user running
+//! trackmass (or root) and not be writable by group or others (a directory
+//! with the sticky bit, such as /tmp, may be), whatever the file holds —
+//! its settings choose where credentials are sent (`token_url`) and which
+//! files are overwritten (`out`).
+//!
 //! Credentials may live in a `[credentials]` table (`api_key`, `client_id`,
 //! `client_secret`, `access_token`), only if the file is readable by its
 //! owner alone; the environment wins over them.
@@ -43,11 +50,18 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<ConfigFile> {
+        check_trusted(path)?;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses a configuration file's text (`path` for messages and the
+    /// permissions of a file with credentials).
+    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
         let mut settings: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| syntax_error(path, &text, &e))?;
+            .map_err(|e: toml::de::Error| syntax_error(path, text, &e))?;
         let mut secrets = HashMap::new();
         if let Some(table) = settings.remove("credentials") {
             let toml::Value::Table(table) = table else {
@@ -242,6 +256,58 @@ fn subcommand_position(command: &clap::Command, argv: &[OsString]) -> Option<usi
     None
 }
 
+/// Only its owner (or root) may change the file: refuses a file, or a
+/// directory holding it, that another user owns or that group or others
+/// may write.
+#[cfg(unix)]
+fn check_trusted(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let read = |p: &Path| {
+        std::fs::metadata(p)
+            .with_context(|| format!("{}: cannot read the configuration file", path.display()))
+    };
+    let file = read(path)?;
+    let real = std::fs::canonicalize(path)
+        .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
+    let dir_path = real.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let dir = read(&dir_path)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let why = "whoever can change it chooses where the credentials are sent and \
+               which files are overwritten";
+    for (what, meta, shown) in [
+        ("", &file, path),
+        ("the directory ", &dir, dir_path.as_path()),
+    ] {
+        if meta.uid() != me && meta.uid() != 0 {
+            bail!(
+                "{}: {what}{} is owned by uid {}, not by you (uid {me}) or root; {why}: \
+                 use a copy of your own",
+                path.display(),
+                shown.display(),
+                meta.uid()
+            );
+        }
+        let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+        if meta.mode() & 0o022 != 0 && !sticky_dir {
+            bail!(
+                "{}: {what}{} is writable by group or others (mode {:o}); {why}: \
+                 run `chmod go-w {}`",
+                path.display(),
+                shown.display(),
+                meta.mode() & 0o7777,
+                shown.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_trusted(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
 /// A file holding credentials must be private to its owner.
 #[cfg(unix)]
 fn check_private(path: &Path) -> Result<()> {
@@ -389,8 +455,10 @@ mod tests {
 
     #[test]
     fn the_scheduling_sample_configures_a_run() {
+        // Parsed without the ownership check: a checkout's modes follow
+        // the umask of whoever cloned it.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/schedule/trackmass.toml");
-        let file = ConfigFile::load(&path).unwrap();
+        let file = ConfigFile::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
         let argv: Vec<OsString> = ["trackmass", "run", "today.csv"]
             .iter()
             .map(OsString::from)
@@ -437,5 +505,39 @@ mod tests {
         std::fs::write(&path, "rate = \"5/s\"\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(ConfigFile::load(&path).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_or_directory_others_can_change_is_refused_whatever_it_holds() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "token_url = \"https://elsewhere.example/token\"\n").unwrap();
+        mode(&path, 0o664);
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("writable by group or others (mode 664)"),
+            "{err}"
+        );
+        assert!(err.contains("chmod go-w"), "{err}");
+        mode(&path, 0o644);
+        assert!(ConfigFile::load(&path).is_ok());
+        // Its directory, likewise; unless it is sticky like /tmp.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let inner = shared.join("t.toml");
+        std::fs::write(&inner, "rate = \"5/s\"\n").unwrap();
+        mode(&inner, 0o600);
+        mode(&shared, 0o777);
+        let err = ConfigFile::load(&inner).unwrap_err().to_string();
+        assert!(err.contains("the directory"), "{err}");
+        assert!(err.contains("(mode 777)"), "{err}");
+        mode(&shared, 0o1777);
+        assert!(ConfigFile::load(&inner).is_ok());
+        mode(&shared, 0o700);
     }
 }

@@ -1,5 +1,6 @@
-//! Output paths must not destroy inputs: the state file and its companions,
-//! the input file, or another output of the same command.
+//! Paths and what they name: an output must not destroy an input (the
+//! state file and its companions, the input file, or another output of the
+//! same command); identities and kinds of files for messages.
 
 use std::path::{Path, PathBuf};
 
@@ -68,7 +69,7 @@ pub fn kind(meta: &std::fs::Metadata) -> String {
 }
 
 /// Refuses an output that is the same file as a protected one or as an
-/// earlier output.
+/// earlier output; at most one output may be `-` (standard output).
 pub fn check_outputs(
     protected: &[(&str, PathBuf)],
     outputs: &[(&str, &Path)],
@@ -77,7 +78,17 @@ pub fn check_outputs(
         .iter()
         .map(|(name, path)| (*name, identity(path)))
         .collect();
+    let mut stdout: Option<&str> = None;
     for (flag, path) in outputs {
+        if crate::output::is_stdout(path) {
+            if let Some(other) = stdout {
+                return Err(UsageError(format!(
+                    "{other} and {flag} both write to standard output (-); give one of them a file"
+                )));
+            }
+            stdout = Some(flag);
+            continue;
+        }
         let id = identity(path);
         if let Some((other, _)) = taken.iter().find(|(_, p)| *p == id) {
             return Err(UsageError(format!(
@@ -90,40 +101,11 @@ pub fn check_outputs(
     Ok(())
 }
 
-/// Checks, before any work is done, that each output can be written:
-/// its directory exists and takes a new file (a probe, removed at once).
-/// Finding this out after a night of sending would waste the night.
+/// Checks, before any work is done, that each output can be written (see
+/// [`crate::output::check`]).
 pub fn check_writable(outputs: &[(&str, &Path)]) -> anyhow::Result<()> {
     for (flag, path) in outputs {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "{flag} {}: the directory {} does not exist",
-                path.display(),
-                dir.display()
-            );
-        }
-        if path.is_dir() {
-            anyhow::bail!("{flag} {}: is a directory", path.display());
-        }
-        let probe = dir.join(format!(".trackmass-probe-{}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&probe)
-        {
-            Ok(_) => {
-                let _ = std::fs::remove_file(&probe);
-            }
-            Err(e) => anyhow::bail!(
-                "{flag} {}: cannot write in {} ({e})",
-                path.display(),
-                dir.display()
-            ),
-        }
+        crate::output::check(flag, path)?;
     }
     Ok(())
 }

@@ -1,13 +1,11 @@
-//! Result files, written from the state file and never by hand.
-//!
-//! Each file is written to a temporary sibling and renamed over the target,
-//! so a reader sees either the old file or the whole new one.
+//! Result files, written from the state file and never by hand: what their
+//! lines hold. How a path is written (atomically, `-` for stdout, never
+//! replacing what is not a regular file) is [`crate::output`]'s.
 
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use crate::input::{OptionalFields, Reject};
 use crate::store::{FailureRow, Scope, Store, TrackedRow};
@@ -144,7 +142,7 @@ pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Writes one data line, every cell neutralised.
-fn write_safe<I, T>(w: &mut csv::Writer<BufWriter<File>>, cells: I) -> Result<()>
+fn write_safe<I, T>(w: &mut CsvOut<'_>, cells: I) -> Result<()>
 where
     I: IntoIterator<Item = T>,
     T: AsRef<str>,
@@ -188,110 +186,36 @@ pub fn write_reports(store: &Store, scope: Scope, out: &Path, failures: &Path) -
     Ok(written)
 }
 
-/// Writes a CSV through `fill` into a temporary file next to `path`, then
-/// renames it into place. On any error the temporary file is removed and
-/// `path` is left as it was.
-fn atomic_csv(
-    path: &Path,
-    fill: impl FnOnce(&mut csv::Writer<BufWriter<File>>) -> Result<()>,
-) -> Result<()> {
-    atomic_write(path, |file| {
+/// A CSV being written to one of the [`crate::output`] targets.
+type CsvOut<'a> = csv::Writer<&'a mut dyn Write>;
+
+/// Writes a CSV through `fill` to `path`, atomically (see
+/// [`crate::output`]). On any error `path` is left as it was.
+fn atomic_csv(path: &Path, fill: impl FnOnce(&mut CsvOut<'_>) -> Result<()>) -> Result<()> {
+    crate::output::write(path, 0o600, |out| {
         // Every field quoted, as OWASP advises: a spreadsheet that splits on
         // another delimiter still sees one cell.
         let mut writer = csv::WriterBuilder::new()
             .quote_style(csv::QuoteStyle::Always)
-            .from_writer(BufWriter::new(file.try_clone()?));
+            .from_writer(out);
         fill(&mut writer)?;
         writer
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("{}: cannot write: {}", path.display(), e.error()))?;
+            .flush()
+            .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", path.display()))?;
         Ok(())
     })
 }
 
-/// Creates a private temporary sibling of `path`, lets `fill` write it,
-/// syncs it and renames it over `path`; removes it on any error.
-fn atomic_write(path: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    atomic_write_mode(path, 0o600, fill)
-}
-
-/// [`atomic_write`] with the file's permissions (the umask applies).
-fn atomic_write_mode(
-    path: &Path,
-    mode: u32,
-    fill: impl FnOnce(&mut File) -> Result<()>,
-) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "{}: the directory {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    if path.is_dir() {
-        bail!("{}: is a directory", path.display());
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    // A leftover (or planted symlink) is removed, never written through.
-    let _ = std::fs::remove_file(&temp);
-    let result = (|| -> Result<()> {
-        let mut file = create_with_mode(&temp, mode)
-            .with_context(|| format!("{}: cannot write here", path.display()))?;
-        fill(&mut file).with_context(|| format!("{}: cannot write", path.display()))?;
-        file.sync_all()
-            .with_context(|| format!("{}: cannot write", path.display()))?;
-        std::fs::rename(&temp, path)
-            .with_context(|| format!("{}: cannot replace the file", path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
-}
-
-/// Writes `bytes` to `path` atomically (temporary sibling, then rename),
-/// readable by the owner only.
+/// Writes `bytes` to `path` atomically, readable by the owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic_write(path, |file| {
-        use std::io::Write;
-        file.write_all(bytes)?;
-        Ok(())
-    })
+    crate::output::write(path, 0o600, |out| Ok(out.write_all(bytes)?))
 }
 
 /// Same as [`write_atomic`], readable by all (as far as the umask lets):
 /// for the metrics textfile, which node_exporter reads as another user.
 /// It holds counts only.
 pub fn write_atomic_public(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic_write_mode(path, 0o644, |file| {
-        use std::io::Write;
-        file.write_all(bytes)?;
-        Ok(())
-    })
-}
-
-fn create_with_mode(path: &Path, mode: u32) -> std::io::Result<File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    options.open(path)
+    crate::output::write(path, 0o644, |out| Ok(out.write_all(bytes)?))
 }
 
 #[cfg(test)]

@@ -47,7 +47,12 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
         }
     };
     let written = report::write_reports(&store, scope, &args.out, &args.failures)?;
-    super::print_stdout(&format!(
+    let print = if args.out.as_os_str() == "-" || args.failures.as_os_str() == "-" {
+        super::print_stderr
+    } else {
+        super::print_stdout
+    };
+    print(&format!(
         "trackmass: wrote {} ({} lines) and {} ({} lines) from {}\n",
         args.out.display(),
         written.results_lines,

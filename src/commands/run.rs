@@ -235,7 +235,12 @@ pub async fn session(
         tracing::error!("{fatal}");
     }
     write_summary_files(config, &summary, &summary.prometheus())?;
-    super::print_stdout(&format!("trackmass: {}\n", summary.line()));
+    let line = format!("trackmass: {}\n", summary.line());
+    if config.writes_stdout() {
+        super::print_stderr(&line);
+    } else {
+        super::print_stdout(&line);
+    }
     if let Some(sb) = sandbox {
         let _ = sb.shutdown().await;
     }

@@ -160,7 +160,16 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     } else {
         render(&report, args.state.is_some(), args.rejects.as_deref())
     };
-    super::print_stdout(&text);
+    // With `--rejects -`, stdout holds the rejects alone.
+    if args
+        .rejects
+        .as_deref()
+        .is_some_and(crate::output::is_stdout)
+    {
+        super::print_stderr(&text);
+    } else {
+        super::print_stdout(&text);
+    }
     Ok(if report.rejected > 0 {
         Exit::RowsFailed
     } else {

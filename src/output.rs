@@ -1,0 +1,291 @@
+//! Files trackmass writes (result files, rejects, summary, metrics): a path
+//! given for writing is what it claims to be, and is written atomically.
+//!
+//! - `-` is standard output.
+//! - A path that names nothing yet is created; a regular file is replaced
+//!   whole: written under an unpredictable temporary name beside it
+//!   (`O_EXCL`, never following a link), synced, renamed over it, so a
+//!   reader sees the old file or the new one.
+//! - A symbolic link is followed: the file it points to is replaced, the
+//!   link stays. A link to nothing is refused.
+//! - The null device (`/dev/null`, or a node of the same device) takes the
+//!   output and discards it.
+//! - Anything else (a FIFO, a socket, another device, a directory) is
+//!   refused before any work is done, and never replaced.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// The path that means standard output.
+pub const STDOUT: &str = "-";
+
+/// Whether `path` is `-`.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == STDOUT
+}
+
+/// Where the bytes written for a path go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    /// The null device: written through (discarded), never replaced.
+    Discard,
+    /// A regular file (existing or not) at this resolved path.
+    File(PathBuf),
+}
+
+#[cfg(unix)]
+fn is_null_device(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device()
+        && std::fs::metadata("/dev/null").is_ok_and(|null| null.rdev() == meta.rdev())
+}
+
+#[cfg(not(unix))]
+fn is_null_device(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// What writing `path` means, or why it must not be written.
+pub fn target(path: &Path) -> Result<Target> {
+    if is_stdout(path) {
+        return Ok(Target::Stdout);
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !dir.is_dir() {
+                bail!(
+                    "{}: the directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                );
+            }
+            return Ok(Target::File(crate::paths::identity(path)));
+        }
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    let meta = if link.file_type().is_symlink() {
+        match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(_) => bail!(
+                "{}: is a symbolic link to a file that does not exist; \
+                 remove the link or point it at a file",
+                path.display()
+            ),
+        }
+    } else {
+        link
+    };
+    if meta.is_file() {
+        return Ok(Target::File(crate::paths::identity(path)));
+    }
+    if is_null_device(&meta) {
+        return Ok(Target::Discard);
+    }
+    if meta.is_dir() {
+        bail!("{}: is a directory", path.display());
+    }
+    bail!(
+        "{}: is {}, not a regular file; trackmass replaces the files it writes \
+         and never replaces anything else (use `-` to write to standard output)",
+        path.display(),
+        crate::paths::kind(&meta)
+    )
+}
+
+/// Checks, before any work is done, that `path` can be written: what it is
+/// (see [`target`]), and that its directory takes a new file (a probe,
+/// removed at once). Finding this out after a night of sending would waste
+/// the night.
+pub fn check(flag: &str, path: &Path) -> Result<()> {
+    let Target::File(real) = target(path).with_context(|| flag.to_string())? else {
+        return Ok(());
+    };
+    let dir = real.parent().unwrap_or(Path::new("."));
+    match tempfile::Builder::new()
+        .prefix(".trackmass-probe-")
+        .tempfile_in(dir)
+    {
+        Ok(_probe) => Ok(()),
+        Err(e) => bail!(
+            "{flag}: {}: cannot write in {} ({e})",
+            path.display(),
+            dir.display()
+        ),
+    }
+}
+
+/// Writes `path` through `fill` (see the module's rules), with these
+/// permissions for a new file (the umask applies). On any error, a file
+/// that was there is left as it was and no temporary file remains.
+pub fn write(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    match target(path)? {
+        Target::Stdout => {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            fill(&mut out).context("cannot write to standard output")?;
+            out.flush().context("cannot write to standard output")
+        }
+        Target::Discard => fill(&mut std::io::sink()),
+        Target::File(real) => replace(path, &real, mode, fill),
+    }
+}
+
+fn replace(
+    path: &Path,
+    real: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let dir = real.parent().unwrap_or(Path::new("."));
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".into());
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut temp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("{}: cannot write here", path.display()))?;
+    {
+        let file: &mut File = temp.as_file_mut();
+        let mut out = BufWriter::new(file);
+        fill(&mut out).with_context(|| format!("{}: cannot write", path.display()))?;
+        out.flush()
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    // What is there now must still be a file to replace (or nothing).
+    if let Ok(meta) = std::fs::symlink_metadata(real)
+        && !meta.is_file()
+    {
+        bail!(
+            "{}: became {} while it was written; left untouched",
+            path.display(),
+            crate::paths::kind(&meta)
+        );
+    }
+    temp.persist(real)
+        .map_err(|e| e.error)
+        .with_context(|| format!("{}: cannot replace the file", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_file_is_replaced_whole_and_a_failure_leaves_it_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.csv");
+        write(&path, 0o600, |w| Ok(w.write_all(b"first\n")?)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        let err = write(&path, 0o600, |w| {
+            w.write_all(b"half")?;
+            bail!("simulated failure")
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        assert_eq!(
+            names(dir.path()),
+            ["results.csv"],
+            "temporary file left behind"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_updates_its_target_and_a_dangling_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.csv");
+        let link = dir.path().join("link.csv");
+        std::fs::write(&real, "old").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write(&link, 0o600, |w| Ok(w.write_all(b"new")?)).unwrap();
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let dangling = dir.path().join("dangling.csv");
+        std::os::unix::fs::symlink(dir.path().join("nowhere.csv"), &dangling).unwrap();
+        let err = format!("{:#}", check("--out", &dangling).unwrap_err());
+        assert!(
+            err.contains("symbolic link to a file that does not exist"),
+            "{err}"
+        );
+        assert!(!dir.path().join("nowhere.csv").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_and_the_null_device_discards() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = format!("{:#}", check("--out", &fifo).unwrap_err());
+        assert!(err.contains("is a FIFO"), "{err}");
+        assert!(err.contains("use `-`"), "{err}");
+        assert!(write(&fifo, 0o600, |w| Ok(w.write_all(b"x")?)).is_err());
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert_eq!(target(Path::new("/dev/null")).unwrap(), Target::Discard);
+        write(Path::new("/dev/null"), 0o600, |w| Ok(w.write_all(b"gone")?)).unwrap();
+        assert!(
+            std::fs::symlink_metadata("/dev/null")
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope").join("results.csv");
+        let err = format!("{:#}", check("--out", &path).unwrap_err());
+        assert!(err.contains("does not exist"), "{err}");
+        assert_eq!(target(Path::new("-")).unwrap(), Target::Stdout);
+    }
+}
