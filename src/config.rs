@@ -88,7 +88,7 @@ impl RunConfig {
                 )));
             }
         }
-        if args.files.out == args.files.failures {
+        if args.files.out == args.files.failures && !crate::output::is_stdout(&args.files.out) {
             return Err(UsageError(
                 "--out and --failures name the same file; pick two paths".into(),
             ));

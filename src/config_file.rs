@@ -275,28 +275,28 @@ fn check_trusted(path: &Path) -> Result<()> {
     let me = unsafe { libc::geteuid() };
     let why = "whoever can change it chooses where the credentials are sent and \
                which files are overwritten";
-    for (what, meta, shown) in [
-        ("", &file, path),
-        ("the directory ", &dir, dir_path.as_path()),
+    // What each check is about, as the message says it, and what to fix.
+    let dir_is = format!("its directory {} is", dir_path.display());
+    for (what, meta, fix) in [
+        ("is", &file, path),
+        (dir_is.as_str(), &dir, dir_path.as_path()),
     ] {
         if meta.uid() != me && meta.uid() != 0 {
             bail!(
-                "{}: {what}{} is owned by uid {}, not by you (uid {me}) or root; {why}: \
+                "{}: {what} owned by uid {}, not by you (uid {me}) or root; {why}: \
                  use a copy of your own",
                 path.display(),
-                shown.display(),
                 meta.uid()
             );
         }
         let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
         if meta.mode() & 0o022 != 0 && !sticky_dir {
             bail!(
-                "{}: {what}{} is writable by group or others (mode {:o}); {why}: \
+                "{}: {what} writable by group or others (mode {:o}); {why}: \
                  run `chmod go-w {}`",
                 path.display(),
-                shown.display(),
                 meta.mode() & 0o7777,
-                shown.display()
+                fix.display()
             );
         }
     }
@@ -534,7 +534,7 @@ mod tests {
         mode(&inner, 0o600);
         mode(&shared, 0o777);
         let err = ConfigFile::load(&inner).unwrap_err().to_string();
-        assert!(err.contains("the directory"), "{err}");
+        assert!(err.contains("its directory"), "{err}");
         assert!(err.contains("(mode 777)"), "{err}");
         mode(&shared, 0o1777);
         assert!(ConfigFile::load(&inner).is_ok());

@@ -9,6 +9,7 @@ mod bad_input;
 mod conformance;
 mod faults;
 mod fuzz;
+mod ledger;
 mod operate;
 mod prism;
 mod run;
