@@ -135,7 +135,13 @@ pub fn gather(state: &Path) -> Result<Report> {
 /// The report for a terminal.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{}: {} distinct rows", r.state, r.rows.total);
+    let _ = writeln!(
+        out,
+        "{}: {} documents, {} rejected rows",
+        r.state,
+        r.rows.total - r.rows.rejected,
+        r.rows.rejected
+    );
     let line = |out: &mut String, name: &str, n: u64, note: String| {
         let _ = writeln!(out, "  {name:<13}{n:>9}{note}");
     };
