@@ -88,7 +88,11 @@ impl RunConfig {
                 )));
             }
         }
-        if args.files.out == args.files.failures && !crate::output::is_stdout(&args.files.out) {
+        let discarded = |p: &std::path::Path| {
+            crate::output::is_stdout(p)
+                || matches!(crate::output::target(p), Ok(crate::output::Target::Discard))
+        };
+        if args.files.out == args.files.failures && !discarded(&args.files.out) {
             return Err(UsageError(
                 "--out and --failures name the same file; pick two paths".into(),
             ));

@@ -143,20 +143,26 @@ pub fn write(
     }
 }
 
-fn replace(
+/// A new file beside `path`, named `.NAME.XXXXXX{suffix}` with random
+/// characters (created with `O_EXCL`, so never a file or link that was
+/// there), with these permissions (the umask applies). It is removed when
+/// dropped, unless persisted.
+pub fn temp_beside(
     path: &Path,
-    real: &Path,
+    suffix: &str,
     mode: u32,
-    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
-) -> Result<()> {
-    let dir = real.parent().unwrap_or(Path::new("."));
-    let name = real
+) -> std::io::Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
+        .unwrap_or_else(|| "trackmass".into());
     let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
+    builder.prefix(&prefix).suffix(suffix);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -164,8 +170,16 @@ fn replace(
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let mut temp = builder
-        .tempfile_in(dir)
+    builder.tempfile_in(dir)
+}
+
+fn replace(
+    path: &Path,
+    real: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let mut temp = temp_beside(real, ".tmp", mode)
         .with_context(|| format!("{}: cannot write here", path.display()))?;
     {
         let file: &mut File = temp.as_file_mut();

@@ -89,6 +89,13 @@ pub fn check_outputs(
             stdout = Some(flag);
             continue;
         }
+        // Two outputs thrown away collide with nothing.
+        if matches!(
+            crate::output::target(path),
+            Ok(crate::output::Target::Discard)
+        ) {
+            continue;
+        }
         let id = identity(path);
         if let Some((other, _)) = taken.iter().find(|(_, p)| *p == id) {
             return Err(UsageError(format!(

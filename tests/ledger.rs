@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use trackmass::sandbox::{Config, faults::Faults};
 
 use crate::common::*;
 
@@ -200,14 +199,7 @@ fn exhausted_rows_of_night_one_are_retried_the_morning_after_night_two() {
     let night2 = references("EB", 10);
     work.write("night1.csv", reference_csv(&night1));
     work.write("night2.csv", reference_csv(&night2));
-    let down = TestSandbox::with_config(Config {
-        unknown_rate: 0.0,
-        faults: Faults {
-            status_503: 1.0,
-            ..Faults::default()
-        },
-        ..Config::default()
-    });
+    let down = TestSandbox::always_503();
     let out = output(
         work.run_against(&down, "night1.csv")
             .args(["--max-attempts", "1"]),

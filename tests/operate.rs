@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use trackmass::sandbox::{self, Config, faults::Faults};
+use trackmass::sandbox::{self, Config};
 
 use crate::common::*;
 
@@ -184,14 +184,7 @@ fn retry_resends_only_the_chosen_statuses() {
     work.write("in.csv", reference_csv(&refs));
 
     // Night one: every answer a 503, one attempt each: all exhausted.
-    let down = TestSandbox::with_config(Config {
-        unknown_rate: 0.0,
-        faults: Faults {
-            status_503: 1.0,
-            ..Faults::default()
-        },
-        ..Config::default()
-    });
+    let down = TestSandbox::always_503();
     let out = output(
         work.run_against(&down, "in.csv")
             .args(["--max-attempts", "1"]),

@@ -225,46 +225,63 @@ impl Store {
             .transpose()
     }
 
+    /// Runs `sql` (whose `{scope}` is replaced by the scope's filter) and
+    /// calls `f` with each row.
+    fn each_row(
+        &self,
+        sql: &str,
+        scope: Scope,
+        mut f: impl FnMut(&rusqlite::Row<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare(&sql.replace("{scope}", scope.filter()))
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let mut rows = stmt
+            .query(params![scope.param()])
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        while let Some(row) = rows.next().map_err(|e| sqlite_error(&self.path, e))? {
+            f(row)?;
+        }
+        Ok(())
+    }
+
+    /// Column `i` of `row`, as text ('' for NULL).
+    fn text(&self, row: &rusqlite::Row<'_>, i: usize) -> Result<String> {
+        Ok(row
+            .get::<_, Option<String>>(i)
+            .map_err(|e| sqlite_error(&self.path, e))?
+            .unwrap_or_default())
+    }
+
     /// Calls `f` with every tracked document in `scope`, in input order.
     pub fn for_each_tracked(
         &self,
         scope: Scope,
         mut f: impl FnMut(TrackedRow) -> Result<()>,
     ) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT document_reference, agent_code, tracking_id, units FROM items
-                 WHERE status = 'tracked' AND {}
-                 ORDER BY seen_run, line, id",
-                scope.filter()
-            ))
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        let mut rows = stmt
-            .query(params![scope.param()])
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        while let Some(row) = rows.next().map_err(|e| sqlite_error(&self.path, e))? {
-            let text = |i: usize| -> Result<String> {
-                Ok(row
-                    .get::<_, Option<String>>(i)
-                    .map_err(|e| sqlite_error(&self.path, e))?
-                    .unwrap_or_default())
-            };
-            let units = text(3)?;
-            let units: Vec<Unit> = if units.is_empty() {
-                Vec::new()
-            } else {
-                serde_json::from_str(&units)
-                    .map_err(|e| not_a_state_file(&self.path, format!("bad units column: {e}")))?
-            };
-            f(TrackedRow {
-                document_reference: text(0)?,
-                agent_code: text(1)?,
-                tracking_id: text(2)?,
-                units,
-            })?;
-        }
-        Ok(())
+        self.each_row(
+            "SELECT document_reference, agent_code, tracking_id, units FROM items
+             WHERE status = 'tracked' AND {scope}
+             ORDER BY seen_run, line, id",
+            scope,
+            |row| {
+                let units = self.text(row, 3)?;
+                let units: Vec<Unit> = if units.is_empty() {
+                    Vec::new()
+                } else {
+                    serde_json::from_str(&units).map_err(|e| {
+                        not_a_state_file(&self.path, format!("bad units column: {e}"))
+                    })?
+                };
+                f(TrackedRow {
+                    document_reference: self.text(row, 0)?,
+                    agent_code: self.text(row, 1)?,
+                    tracking_id: self.text(row, 2)?,
+                    units,
+                })
+            },
+        )
     }
 
     /// Calls `f` with every failed or rejected row in `scope`, by line.
@@ -273,41 +290,30 @@ impl Store {
         scope: Scope,
         mut f: impl FnMut(FailureRow) -> Result<()>,
     ) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT line, document_reference, status, http_status, code, message, details,
-                        attempts, coalesce(fields, payload)
-                 FROM items
-                 WHERE status IN ('rejected', 'failed', 'exhausted', 'bad_response') AND {}
-                 ORDER BY seen_run, line, id",
-                scope.filter()
-            ))
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        let mut rows = stmt
-            .query(params![scope.param()])
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        while let Some(row) = rows.next().map_err(|e| sqlite_error(&self.path, e))? {
-            let get_text = |i: usize| -> Result<String> {
-                Ok(row
-                    .get::<_, Option<String>>(i)
-                    .map_err(|e| sqlite_error(&self.path, e))?
-                    .unwrap_or_default())
-            };
-            f(FailureRow {
-                line: row
-                    .get::<_, i64>(0)
-                    .map_err(|e| sqlite_error(&self.path, e))? as u64,
-                document_reference: get_text(1)?,
-                status: self.status_of(&get_text(2)?)?,
-                http_status: row.get(3).map_err(|e| sqlite_error(&self.path, e))?,
-                code: get_text(4)?,
-                message: get_text(5)?,
-                details: get_text(6)?,
-                attempts: row.get(7).map_err(|e| sqlite_error(&self.path, e))?,
-                fields: serde_json::from_str(&get_text(8)?).unwrap_or_default(),
-            })?;
-        }
-        Ok(())
+        self.each_row(
+            "SELECT line, document_reference, status, http_status, code, message, details,
+                    attempts, coalesce(fields, payload)
+             FROM items
+             WHERE status IN ('rejected', 'failed', 'exhausted', 'bad_response') AND {scope}
+             ORDER BY seen_run, line, id",
+            scope,
+            |row| {
+                let number = |i: usize| -> Result<i64> {
+                    row.get::<_, i64>(i)
+                        .map_err(|e| sqlite_error(&self.path, e))
+                };
+                f(FailureRow {
+                    line: number(0)? as u64,
+                    document_reference: self.text(row, 1)?,
+                    status: self.status_of(&self.text(row, 2)?)?,
+                    http_status: row.get(3).map_err(|e| sqlite_error(&self.path, e))?,
+                    code: self.text(row, 4)?,
+                    message: self.text(row, 5)?,
+                    details: self.text(row, 6)?,
+                    attempts: u32::try_from(number(7)?).unwrap_or(u32::MAX),
+                    fields: serde_json::from_str(&self.text(row, 8)?).unwrap_or_default(),
+                })
+            },
+        )
     }
 }

@@ -77,6 +77,9 @@ CREATE INDEX items_pending ON items(id) WHERE status = 'pending';
 CREATE INDEX items_run_line ON items(seen_run, line);
 CREATE INDEX items_answered ON items(answered_run);
 CREATE INDEX items_rejected ON items(source) WHERE status = 'rejected';
+-- Finds a document's rejects when a valid row for it arrives (once per row).
+CREATE INDEX items_rejected_document ON items(document_reference, agent_code)
+    WHERE status = 'rejected';
 ";
 
 /// Rows a migration merged into the row that now stands for their
@@ -99,23 +102,7 @@ CREATE TABLE superseded (
 /// without replacing anything, so no half-made or empty state file is ever
 /// left at `path`.
 pub(super) fn create(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".into());
-    let prefix = format!(".{name}.");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".new");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o600));
-    }
-    let temp = builder.tempfile_in(dir)?.into_temp_path();
+    let temp = crate::output::temp_beside(path, ".new", 0o600)?.into_temp_path();
     {
         let conn = Connection::open(&temp)?;
         conn.execute_batch(&format!(
@@ -296,7 +283,9 @@ fn one_row_per_document(conn: &Connection) -> rusqlite::Result<u64> {
          CREATE UNIQUE INDEX items_document ON items(document_reference, agent_code)
              WHERE payload IS NOT NULL;
          CREATE INDEX items_pending ON items(id) WHERE status = 'pending';
-         CREATE INDEX items_answered ON items(answered_run);",
+         CREATE INDEX items_answered ON items(answered_run);
+         CREATE INDEX items_rejected_document ON items(document_reference, agent_code)
+             WHERE status = 'rejected';",
     )?;
     Ok(merged as u64)
 }

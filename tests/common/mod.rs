@@ -35,6 +35,19 @@ impl TestSandbox {
         })
     }
 
+    /// A sandbox whose service answers every request 503: rows run out of
+    /// attempts (`exhausted`).
+    pub fn always_503() -> TestSandbox {
+        TestSandbox::with_config(sandbox::Config {
+            unknown_rate: 0.0,
+            faults: sandbox::faults::Faults {
+                status_503: 1.0,
+                ..sandbox::faults::Faults::default()
+            },
+            ..sandbox::Config::default()
+        })
+    }
+
     /// Expected `results.csv` lines for `reference` from this sandbox.
     pub fn expected_lines(&self, reference: &str) -> Vec<[String; 4]> {
         expected_lines_for(&self.config, reference)
