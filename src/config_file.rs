@@ -48,17 +48,38 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// Reads and checks a configuration file.
+    /// Reads and checks a configuration file: the file checked is the one
+    /// read (opened once, at its resolved path, without following a link).
     pub fn load(path: &Path) -> Result<ConfigFile> {
-        check_trusted(path)?;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
-        Self::parse(path, &text)
+        let cannot = || format!("{}: cannot read the configuration file", path.display());
+        let real = std::fs::canonicalize(path).with_context(cannot)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        }
+        let mut file = options.open(&real).with_context(cannot)?;
+        let meta = file.metadata().with_context(cannot)?;
+        if !meta.is_file() {
+            bail!(
+                "{}: is {}, not a configuration file",
+                path.display(),
+                crate::paths::kind(&meta)
+            );
+        }
+        let dir = real.parent().unwrap_or(Path::new("/"));
+        let dir_meta = std::fs::metadata(dir).with_context(cannot)?;
+        check_trusted(path, &meta, dir, &dir_meta)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).with_context(cannot)?;
+        Self::parse(path, &text, Some(&meta))
     }
 
-    /// Parses a configuration file's text (`path` for messages and the
-    /// permissions of a file with credentials).
-    pub fn parse(path: &Path, text: &str) -> Result<ConfigFile> {
+    /// Parses a configuration file's text (`path` for messages; `meta`, the
+    /// file's, to check that one holding credentials is private).
+    pub fn parse(path: &Path, text: &str, meta: Option<&std::fs::Metadata>) -> Result<ConfigFile> {
         let mut settings: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| syntax_error(path, text, &e))?;
@@ -80,8 +101,8 @@ impl ConfigFile {
                 };
                 secrets.insert(*var, value);
             }
-            if !secrets.is_empty() {
-                check_private(path)?;
+            if let Some(meta) = meta.filter(|_| !secrets.is_empty()) {
+                check_private(path, meta)?;
             }
         }
         Ok(ConfigFile {
@@ -256,31 +277,24 @@ fn subcommand_position(command: &clap::Command, argv: &[OsString]) -> Option<usi
     None
 }
 
-/// Only its owner (or root) may change the file: refuses a file, or a
+/// Only its owner (or root) may change the file: refuses a file, or the
 /// directory holding it, that another user owns or that group or others
 /// may write.
 #[cfg(unix)]
-fn check_trusted(path: &Path) -> Result<()> {
+fn check_trusted(
+    path: &Path,
+    file: &std::fs::Metadata,
+    dir_path: &Path,
+    dir: &std::fs::Metadata,
+) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let read = |p: &Path| {
-        std::fs::metadata(p)
-            .with_context(|| format!("{}: cannot read the configuration file", path.display()))
-    };
-    let file = read(path)?;
-    let real = std::fs::canonicalize(path)
-        .with_context(|| format!("{}: cannot read the configuration file", path.display()))?;
-    let dir_path = real.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let dir = read(&dir_path)?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     let why = "whoever can change it chooses where the credentials are sent and \
                which files are overwritten";
     // What each check is about, as the message says it, and what to fix.
     let dir_is = format!("its directory {} is", dir_path.display());
-    for (what, meta, fix) in [
-        ("is", &file, path),
-        (dir_is.as_str(), &dir, dir_path.as_path()),
-    ] {
+    for (what, meta, fix) in [("is", file, path), (dir_is.as_str(), dir, dir_path)] {
         if meta.uid() != me && meta.uid() != 0 {
             bail!(
                 "{}: {what} owned by uid {}, not by you (uid {me}) or root; {why}: \
@@ -304,18 +318,20 @@ fn check_trusted(path: &Path) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-fn check_trusted(_path: &Path) -> Result<()> {
+fn check_trusted(
+    _path: &Path,
+    _file: &std::fs::Metadata,
+    _dir_path: &Path,
+    _dir: &std::fs::Metadata,
+) -> Result<()> {
     Ok(())
 }
 
 /// A file holding credentials must be private to its owner.
 #[cfg(unix)]
-fn check_private(path: &Path) -> Result<()> {
+fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("{}: cannot read the configuration file", path.display()))?
-        .permissions()
-        .mode();
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
             "{}: holds credentials but is readable by group or others (mode {:o}); \
@@ -329,7 +345,7 @@ fn check_private(path: &Path) -> Result<()> {
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<()> {
+fn check_private(_path: &Path, _meta: &std::fs::Metadata) -> Result<()> {
     Ok(())
 }
 
@@ -458,7 +474,8 @@ mod tests {
         // Parsed without the ownership check: a checkout's modes follow
         // the umask of whoever cloned it.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/schedule/trackmass.toml");
-        let file = ConfigFile::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+        let file =
+            ConfigFile::parse(&path, &std::fs::read_to_string(&path).unwrap(), None).unwrap();
         let argv: Vec<OsString> = ["trackmass", "run", "today.csv"]
             .iter()
             .map(OsString::from)

@@ -86,6 +86,13 @@ fn open_lock_file(path: &Path, create: bool) -> Result<File> {
     if !meta.is_file() {
         return Err(refused(&crate::paths::kind(&meta)));
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() > 1 {
+            return Err(refused("a hard link to another file"));
+        }
+    }
     Ok(file)
 }
 
@@ -253,5 +260,11 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let err = acquire(&state, Command::Run).unwrap_err().to_string();
         assert!(err.contains("FIFO"), "{err}");
+        // A hard link to another file, likewise.
+        std::fs::remove_file(lock_path(&state)).unwrap();
+        std::fs::hard_link(&victim, lock_path(&state)).unwrap();
+        let err = acquire(&state, Command::Run).unwrap_err().to_string();
+        assert!(err.contains("hard link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     }
 }

@@ -22,7 +22,10 @@ pub const RESULTS_HEADER: [&str; 5] = [
 ];
 /// `failures.csv` is itself an input for `run`: documentReference and the
 /// request columns come first, what went wrong after.
-pub const FAILURES_HEADER: [&str; 12] = [
+/// `input` (last) is the file the row came from: a run's failures.csv also
+/// lists what the ledger still owes from earlier inputs, whose `line` is a
+/// line of that file.
+pub const FAILURES_HEADER: [&str; 13] = [
     "line",
     "documentReference",
     "way",
@@ -35,6 +38,7 @@ pub const FAILURES_HEADER: [&str; 12] = [
     "message",
     "details",
     "attempts",
+    "input",
 ];
 
 /// Lines of `results.csv` for one tracked document: one per handling
@@ -78,7 +82,7 @@ fn request_columns(line: u64, reference: &str, fields: &OptionalFields) -> [Stri
 }
 
 /// The line of `failures.csv` for one failed or rejected row.
-pub fn failure_line(row: &FailureRow) -> [String; 12] {
+pub fn failure_line(row: &FailureRow) -> [String; 13] {
     let [line, reference, way, place, agent_code, url] =
         request_columns(row.line, &row.document_reference, &row.fields);
     [
@@ -94,6 +98,7 @@ pub fn failure_line(row: &FailureRow) -> [String; 12] {
         row.message.clone(),
         row.details.clone(),
         row.attempts.to_string(),
+        row.input.clone(),
     ]
 }
 
@@ -271,6 +276,7 @@ mod tests {
             message: "Unknown document".into(),
             details: "documentReference: not found".into(),
             attempts: 1,
+            input: "/srv/in.csv".into(),
             fields: crate::input::OptionalFields {
                 way: Some("Import".into()),
                 agent_code: Some("CCGM".into()),
@@ -289,6 +295,7 @@ mod tests {
         assert_eq!(column("status"), "failed");
         assert_eq!(column("httpStatus"), "400");
         assert_eq!(column("attempts"), "1");
+        assert_eq!(column("input"), "/srv/in.csv");
         assert_eq!(line.len(), FAILURES_HEADER.len());
     }
 

@@ -28,6 +28,8 @@ pub struct Summary {
     pub handling_units: u64,
     /// failed, exhausted and bad_response (rejected rows not included).
     pub failed: u64,
+    /// Of those, from other inputs than the run's (owed from earlier runs).
+    pub failed_earlier: u64,
     /// Of those, exhausted: `trackmass retry` sends them again.
     pub exhausted: u64,
     /// Left pending in the whole ledger.
@@ -78,7 +80,12 @@ impl Summary {
             }
         };
         count(self.load.rejected, "rejected");
-        count(self.failed, "failed");
+        let failed = if self.failed_earlier > 0 {
+            format!("failed ({} of earlier inputs)", self.failed_earlier)
+        } else {
+            "failed".to_string()
+        };
+        count(self.failed, &failed);
         count(self.load.duplicates, "duplicate rows");
         count(
             self.load.fields_differ,
@@ -284,6 +291,7 @@ mod tests {
             tracked: 8,
             handling_units: 17,
             failed: 1,
+            failed_earlier: 0,
             exhausted: 0,
             pending: 0,
             requests: 6,
@@ -322,6 +330,7 @@ mod tests {
         let mut s = summary();
         s.pending_earlier = 169;
         s.exhausted = 1;
+        s.failed_earlier = 1;
         let line = s.line();
         assert!(
             line.starts_with("in.csv: 10 rows (6 new, 169 pending from earlier runs included) →"),

@@ -563,7 +563,7 @@ fn run_case(name: &str) {
             Ok((header, rows)) => {
                 check(
                     header.first().map(String::as_str) == Some("line")
-                        && header.len() == 12
+                        && header.len() == 13
                         && header.contains(&"message".to_string()),
                     format!("failures.csv header {header:?}"),
                 );

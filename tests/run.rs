@@ -122,7 +122,8 @@ fn sample_file_end_to_end_against_the_sandbox() {
             "code",
             "message",
             "details",
-            "attempts"
+            "attempts",
+            "input"
         ]
     );
 

@@ -383,6 +383,7 @@ async fn work(
         tracked: after.get(Status::Tracked),
         handling_units: after.units,
         failed: after.failures() - after.get(Status::Rejected),
+        failed_earlier: store.failures_from_other_inputs(batch)?,
         exhausted: after.get(Status::Exhausted),
         pending: still_pending,
         requests: report.requests,

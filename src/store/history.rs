@@ -91,8 +91,9 @@ impl Store {
     ) -> Result<RunId> {
         self.conn
             .execute(
-                "INSERT INTO runs (command, input, config, started_at, batch, loaded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
+                // It carries on the run's --force sequence, if any.
+                "INSERT INTO runs (command, input, config, started_at, batch, loaded_at, force)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4, coalesce((SELECT force FROM runs WHERE id = ?5), 0))",
                 params![
                     command.as_str(),
                     batch.input,

@@ -2,6 +2,9 @@
 //! classified ([`crate::ledger::classify`]) and applied in one transaction,
 //! so a refused or half-read input leaves the state file as it was.
 
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
 use anyhow::Result;
 use rusqlite::{CachedStatement, OptionalExtension, params};
 
@@ -29,6 +32,10 @@ pub struct Loader<'s> {
     /// queued again.
     force_since: Option<RunId>,
     counts: LoadCounts,
+    /// Documents whose first row in this input was not applied (other
+    /// fields than the ledger's): a hash of that row's body, which later
+    /// rows of the input are compared with.
+    first_rows: HashMap<i64, u64>,
     /// The load's transaction is open (rolled back if dropped so).
     open: bool,
 }
@@ -64,6 +71,7 @@ impl Store {
             force,
             force_since: None,
             counts: LoadCounts::default(),
+            first_rows: HashMap::new(),
             open: true,
         };
         let conn = &loader.store.conn;
@@ -141,6 +149,7 @@ impl Loader<'_> {
         let path = self.store.path.clone();
         let now = now_rfc3339();
         let mut notices = Vec::new();
+        let mut first_rows = std::mem::take(&mut self.first_rows);
         let mut st = Statements::prepare(&self.store.conn).map_err(|e| sqlite_error(&path, e))?;
         for row in rows {
             self.counts.rows += 1;
@@ -152,7 +161,7 @@ impl Loader<'_> {
                 }
                 Row::Valid(v) => {
                     let class = self
-                        .apply(&mut st, v, &now)
+                        .apply(&mut st, &mut first_rows, v, &now)
                         .map_err(|e| sqlite_error(&path, e))?;
                     self.counts.count(class);
                     if matches!(
@@ -170,6 +179,8 @@ impl Loader<'_> {
                 }
             }
         }
+        drop(st);
+        self.first_rows = first_rows;
         Ok(notices)
     }
 
@@ -201,6 +212,7 @@ impl Loader<'_> {
     fn apply(
         &self,
         st: &mut Statements<'_>,
+        first_rows: &mut HashMap<i64, u64>,
         row: &ValidRow,
         now: &str,
     ) -> rusqlite::Result<LoadClass> {
@@ -219,15 +231,27 @@ impl Loader<'_> {
             .optional()?;
         let known = existing
             .as_ref()
-            .map(|(_, status, seen_run, answered_run, payload, line)| Known {
-                status: Status::parse(status).unwrap_or(Status::Pending),
-                same_fields: *payload == row.payload,
-                seen_at_line: (*seen_run == self.run).then_some(*line as u64),
-                answered_before_force: self
-                    .force_since
-                    .is_some_and(|since| answered_run.is_none_or(|a| a < since)),
+            .map(|(id, status, seen_run, answered_run, payload, line)| {
+                let seen_at_line = (*seen_run == self.run).then_some(*line as u64);
+                // A later row of the input is compared with the input's
+                // first row for the document, applied or not.
+                let same_fields = match first_rows.get(id) {
+                    Some(first) if seen_at_line.is_some() => *first == hash_of(&row.payload),
+                    _ => *payload == row.payload,
+                };
+                Known {
+                    status: Status::parse(status).unwrap_or(Status::Pending),
+                    same_fields,
+                    seen_at_line,
+                    answered_before_force: self
+                        .force_since
+                        .is_some_and(|since| answered_run.is_none_or(|a| a < since)),
+                }
             });
         let class = ledger::classify(known, self.force);
+        if let (Some((id, ..)), LoadClass::KnownDiffers(_)) = (&existing, class) {
+            first_rows.insert(*id, hash_of(&row.payload));
+        }
         let line = row.line as i64;
         match (existing, class) {
             (None, _) => {
@@ -280,12 +304,23 @@ impl Loader<'_> {
     }
 }
 
+fn hash_of(payload: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    payload.hash(&mut h);
+    h.finish()
+}
+
 /// Text for a notice, for the log and `validate`.
 pub fn describe(notice: &Notice) -> String {
     match notice.class {
         LoadClass::DuplicateDiffers { first_line } => format!(
             "{} names the document of line {first_line} with other fields; \
-             it is sent once, with line {first_line}'s fields",
+             only line {first_line} counts",
+            notice.document_reference
+        ),
+        LoadClass::KnownDiffers(Status::Pending) => format!(
+            "{} is pending in the state file with other fields; it is sent with those \
+             (--force sends this row's fields)",
             notice.document_reference
         ),
         LoadClass::KnownDiffers(status) => format!(
@@ -451,6 +486,26 @@ mod tests {
     }
 
     #[test]
+    fn later_rows_of_an_input_are_compared_with_its_first_row() {
+        let (_dir, mut store) = temp_store();
+        let (run1, _) = load(&mut store, "a.csv", &[valid(2, "A")]);
+        answer(&store, "A", Status::Tracked, run1);
+        // Twice the same other fields: one "fields differ", one duplicate
+        // (as validate counts them); then a third set of fields.
+        let export = valid_with(2, "A", r#""way":"Export""#);
+        let (_, c) = load(
+            &mut store,
+            "b.csv",
+            &[
+                export.clone(),
+                valid_with(3, "A", r#""way":"Export""#),
+                valid_with(4, "A", r#""way":"Transit""#),
+            ],
+        );
+        assert_eq!((c.fields_differ, c.duplicates), (2, 1));
+    }
+
+    #[test]
     fn a_valid_row_supersedes_the_documents_earlier_rejects() {
         let (_dir, mut store) = temp_store();
         load(&mut store, "a.csv", &[rejected(2, "A"), rejected(3, "B")]);
@@ -504,5 +559,32 @@ mod tests {
         // Once a forced run has finished, the next --force starts over.
         let (_, c) = load_forced(&mut store, "a.csv", &rows, true);
         assert_eq!(c.forced, 1);
+    }
+
+    #[test]
+    fn a_resume_between_two_forced_runs_carries_the_sequence_on() {
+        let (_dir, mut store) = temp_store();
+        let rows = [valid(2, "A"), valid(3, "B")];
+        let (r1, _) = load(&mut store, "a.csv", &rows);
+        answer(&store, "A", Status::Tracked, r1);
+        answer(&store, "B", Status::Tracked, r1);
+        store.end_run(r1, RunOutcome::Completed, "{}").unwrap();
+        // A forced run sends A again and stops; a resume of it sends B
+        // again and stops too.
+        let (r2, _) = load_forced(&mut store, "a.csv", &rows, true);
+        answer(&store, "A", Status::Tracked, r2);
+        store.end_run(r2, RunOutcome::Interrupted, "{}").unwrap();
+        let batch = store.batch(r2).unwrap().unwrap();
+        let resume = store
+            .begin_continuation(crate::ledger::Command::Resume, &batch, "{}")
+            .unwrap();
+        answer(&store, "B", Status::Tracked, resume);
+        store
+            .end_run(resume, RunOutcome::Interrupted, "{}")
+            .unwrap();
+        // The next --force run continues the sequence: neither is sent a
+        // third time.
+        let (_, c) = load_forced(&mut store, "a.csv", &rows, true);
+        assert_eq!((c.forced, c.already_tracked), (0, 2));
     }
 }

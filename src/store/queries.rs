@@ -87,6 +87,8 @@ pub struct FailureRow {
     pub attempts: u32,
     /// way, place, agentCode and url as sent (or, for a reject, as read).
     pub fields: OptionalFields,
+    /// The input it came from (the latest that named it).
+    pub input: String,
 }
 
 /// Rows per status, plus handling units found.
@@ -166,6 +168,25 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT count(*) FROM items WHERE status = 'pending' AND seen_run != ?1",
+                params![run],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| sqlite_error(&self.path, e))
+    }
+
+    /// Failed documents (not rejected rows) a report on `run` lists that
+    /// came from other inputs: owed from earlier runs, or answered by a
+    /// continuation of this one.
+    pub fn failures_from_other_inputs(&self, run: RunId) -> Result<u64> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM items
+                     WHERE status IN ('failed', 'exhausted', 'bad_response')
+                       AND seen_run != ?1 AND {}",
+                    Scope::Report(run).filter()
+                ),
                 params![run],
                 |r| r.get::<_, i64>(0),
             )
@@ -292,7 +313,7 @@ impl Store {
     ) -> Result<()> {
         self.each_row(
             "SELECT line, document_reference, status, http_status, code, message, details,
-                    attempts, coalesce(fields, payload)
+                    attempts, coalesce(fields, payload), source
              FROM items
              WHERE status IN ('rejected', 'failed', 'exhausted', 'bad_response') AND {scope}
              ORDER BY seen_run, line, id",
@@ -312,6 +333,7 @@ impl Store {
                     details: self.text(row, 6)?,
                     attempts: u32::try_from(number(7)?).unwrap_or(u32::MAX),
                     fields: serde_json::from_str(&self.text(row, 8)?).unwrap_or_default(),
+                    input: self.text(row, 9)?,
                 })
             },
         )

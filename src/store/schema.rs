@@ -76,6 +76,8 @@ CREATE UNIQUE INDEX items_document ON items(document_reference, agent_code)
 CREATE INDEX items_pending ON items(id) WHERE status = 'pending';
 CREATE INDEX items_run_line ON items(seen_run, line);
 CREATE INDEX items_answered ON items(answered_run);
+-- Rows a process was sending when it died: found at start without a scan.
+CREATE INDEX items_in_flight ON items(id) WHERE in_flight = 1;
 CREATE INDEX items_rejected ON items(source) WHERE status = 'rejected';
 -- Finds a document's rejects when a valid row for it arrives (once per row).
 CREATE INDEX items_rejected_document ON items(document_reference, agent_code)
@@ -247,20 +249,33 @@ fn one_row_per_document(conn: &Connection) -> rusqlite::Result<u64> {
              WHERE payload IS NULL AND fields IS NOT NULL AND json_valid(fields);",
     )?;
     conn.execute_batch(SUPERSEDED)?;
+    // One pass ranks every document's rows (the survivor first) and finds
+    // its latest input; a correlated query per survivor would be
+    // quadratic in the documents merged.
     conn.execute_batch(
         "CREATE TEMP TABLE ranked AS
-             SELECT id, first_value(id) OVER w AS survivor, row_number() OVER w AS rank
+             SELECT id,
+                    first_value(id) OVER best AS survivor,
+                    row_number() OVER best AS rank,
+                    first_value(seen_run) OVER latest AS latest_run,
+                    first_value(source) OVER latest AS latest_source,
+                    first_value(line) OVER latest AS latest_line
              FROM items WHERE payload IS NOT NULL
-             WINDOW w AS (
-                 PARTITION BY document_reference, agent_code
-                 ORDER BY CASE status WHEN 'tracked' THEN 0 WHEN 'bad_response' THEN 1
-                                      WHEN 'pending' THEN 2 ELSE 3 END,
-                          CASE WHEN status IN ('tracked', 'bad_response', 'pending')
-                               THEN id ELSE -id END);
-         UPDATE items SET (seen_run, source, line) = (
-                 SELECT i.seen_run, i.source, i.line FROM items i JOIN ranked r ON r.id = i.id
-                 WHERE r.survivor = items.id ORDER BY i.seen_run DESC, i.id DESC LIMIT 1)
-             WHERE id IN (SELECT survivor FROM ranked WHERE rank > 1);",
+             WINDOW best AS (
+                        PARTITION BY document_reference, agent_code
+                        ORDER BY CASE status WHEN 'tracked' THEN 0 WHEN 'bad_response' THEN 1
+                                             WHEN 'pending' THEN 2 ELSE 3 END,
+                                 CASE WHEN status IN ('tracked', 'bad_response', 'pending')
+                                      THEN id ELSE -id END),
+                    latest AS (
+                        PARTITION BY document_reference, agent_code
+                        ORDER BY seen_run DESC, id DESC);
+         CREATE INDEX temp.ranked_id ON ranked(id);
+         UPDATE items SET seen_run = r.latest_run, source = r.latest_source, line = r.latest_line
+             FROM ranked r
+             WHERE r.id = items.id AND r.rank = 1
+               AND (items.seen_run != r.latest_run OR items.source != r.latest_source
+                    OR items.line != r.latest_line);",
     )?;
     let merged = conn.execute(
         &format!(
@@ -284,6 +299,7 @@ fn one_row_per_document(conn: &Connection) -> rusqlite::Result<u64> {
              WHERE payload IS NOT NULL;
          CREATE INDEX items_pending ON items(id) WHERE status = 'pending';
          CREATE INDEX items_answered ON items(answered_run);
+         CREATE INDEX items_in_flight ON items(id) WHERE in_flight = 1;
          CREATE INDEX items_rejected_document ON items(document_reference, agent_code)
              WHERE status = 'rejected';",
     )?;
