@@ -108,8 +108,12 @@ Examples:
 
 const RETRY_EXAMPLES: &str = "\
 Examples:
-  Send again the rows whose retries ran out (network errors, 5xx, timeouts):
+  Send again the documents whose retries ran out (network errors, 5xx,
+  timeouts), whichever night they came from:
     trackmass retry --state prod.db
+
+  Only those of run 12 (`trackmass status` lists the runs):
+    trackmass retry --state prod.db --run 12
 
   After the API side was fixed (e.g. an agent code registered), the 400s too:
     trackmass retry --state prod.db --status failed
@@ -120,7 +124,8 @@ Examples:
 const EXPORT_EXAMPLES: &str = "\
 Examples:
   trackmass export --state prod.db --out results.csv --failures failures.csv
-  trackmass export --state prod.db --all --out everything.csv";
+  trackmass export --state prod.db --all --out everything.csv
+  trackmass export --state prod.db --run 12 --out - | head";
 
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:
@@ -163,8 +168,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub defaults: DefaultArgs,
 
-    /// Send rows again even if the state file already holds an answer for
-    /// them. Identical rows within the file are still sent once.
+    /// Send documents again even if the state file already holds an answer
+    /// for them, with this input's fields. A document named twice in the
+    /// file is still sent once.
     #[arg(long)]
     pub force: bool,
 
@@ -206,8 +212,8 @@ pub enum ProgressMode {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Files")]
 pub struct FileArgs {
-    /// State file (SQLite): the queue and every outcome; rerunning with the
-    /// same state continues where a run stopped.
+    /// State file (SQLite): the ledger of documents, what is owed and every
+    /// answer; each run on it also sends what earlier runs left pending.
     #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
     pub state: PathBuf,
 

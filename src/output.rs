@@ -1,7 +1,7 @@
 //! Files trackmass writes (result files, rejects, summary, metrics): a path
 //! given for writing is what it claims to be, and is written atomically.
 //!
-//! - `-` is standard output.
+//! - `-` (or `/dev/stdout`) is standard output.
 //! - A path that names nothing yet is created; a regular file is replaced
 //!   whole: written under an unpredictable temporary name beside it
 //!   (`O_EXCL`, never following a link), synced, renamed over it, so a
@@ -22,9 +22,11 @@ use anyhow::{Context, Result, bail};
 /// The path that means standard output.
 pub const STDOUT: &str = "-";
 
-/// Whether `path` is `-`.
+/// Whether `path` means standard output: `-`, or `/dev/stdout` (which
+/// would otherwise lead, through /proc, to whatever stdout is: a pipe, a
+/// terminal, or a file that replacing would cut off from the shell).
 pub fn is_stdout(path: &Path) -> bool {
-    path.as_os_str() == STDOUT
+    path.as_os_str() == STDOUT || path == Path::new("/dev/stdout")
 }
 
 /// Where the bytes written for a path go.
@@ -301,5 +303,6 @@ mod tests {
         let err = format!("{:#}", check("--out", &path).unwrap_err());
         assert!(err.contains("does not exist"), "{err}");
         assert_eq!(target(Path::new("-")).unwrap(), Target::Stdout);
+        assert_eq!(target(Path::new("/dev/stdout")).unwrap(), Target::Stdout);
     }
 }

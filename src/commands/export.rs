@@ -47,7 +47,7 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
         }
     };
     let written = report::write_reports(&store, scope, &args.out, &args.failures)?;
-    let print = if args.out.as_os_str() == "-" || args.failures.as_os_str() == "-" {
+    let print = if crate::output::is_stdout(&args.out) || crate::output::is_stdout(&args.failures) {
         super::print_stderr
     } else {
         super::print_stdout

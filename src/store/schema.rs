@@ -75,7 +75,6 @@ CREATE UNIQUE INDEX items_document ON items(document_reference, agent_code)
     WHERE payload IS NOT NULL;
 CREATE INDEX items_pending ON items(id) WHERE status = 'pending';
 CREATE INDEX items_run_line ON items(seen_run, line);
-CREATE INDEX items_answered ON items(answered_run);
 -- Rows a process was sending when it died: found at start without a scan.
 CREATE INDEX items_in_flight ON items(id) WHERE in_flight = 1;
 CREATE INDEX items_rejected ON items(source) WHERE status = 'rejected';
@@ -298,8 +297,7 @@ fn one_row_per_document(conn: &Connection) -> rusqlite::Result<u64> {
          CREATE UNIQUE INDEX items_document ON items(document_reference, agent_code)
              WHERE payload IS NOT NULL;
          CREATE INDEX items_pending ON items(id) WHERE status = 'pending';
-         CREATE INDEX items_answered ON items(answered_run);
-         CREATE INDEX items_in_flight ON items(id) WHERE in_flight = 1;
+                  CREATE INDEX items_in_flight ON items(id) WHERE in_flight = 1;
          CREATE INDEX items_rejected_document ON items(document_reference, agent_code)
              WHERE status = 'rejected';",
     )?;
