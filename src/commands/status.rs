@@ -137,10 +137,11 @@ pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} documents, {} rejected rows",
+        "{}: {} documents, {} rejected {}",
         r.state,
         r.rows.total - r.rows.rejected,
-        r.rows.rejected
+        r.rows.rejected,
+        if r.rows.rejected == 1 { "row" } else { "rows" }
     );
     let line = |out: &mut String, name: &str, n: u64, note: String| {
         let _ = writeln!(out, "  {name:<13}{n:>9}{note}");
