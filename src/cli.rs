@@ -221,7 +221,8 @@ pub struct FileArgs {
     #[arg(long, default_value = "results.csv", value_name = "PATH")]
     pub out: PathBuf,
 
-    /// Failures CSV: rows rejected locally or refused by the API.
+    /// Failures CSV: rows rejected locally, refused by the API, or whose
+    /// retries ran out.
     #[arg(long, default_value = "failures.csv", value_name = "PATH")]
     pub failures: PathBuf,
 
@@ -384,7 +385,7 @@ pub struct StatusArgs {
 /// run's.
 #[derive(Debug, Args)]
 pub struct ContinueArgs {
-    /// State file of the run to continue.
+    /// State file (the ledger of documents).
     #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
     pub state: PathBuf,
 
@@ -452,9 +453,10 @@ pub struct RetryArgs {
     #[arg(long, value_enum, num_args = 1.., default_values_t = [RetryStatus::Exhausted], value_name = "STATUS")]
     pub status: Vec<RetryStatus>,
 
-    /// Only the failures among run N's rows (its input's, and those it
-    /// answered), and report on that run [default: every failure of the
-    /// state file; `trackmass status` lists the runs]
+    /// Only the failures among run N's rows: those of its input, and those
+    /// answered by it or a resume of it. The last run's settings and files
+    /// are used all the same [default: every failure of the state file;
+    /// `trackmass status` lists the runs]
     #[arg(long = "run", value_name = "N")]
     pub batch: Option<i64>,
 

@@ -137,8 +137,12 @@ pub fn write(
         Target::Stdout => {
             let stdout = std::io::stdout();
             let mut out = BufWriter::new(stdout.lock());
-            fill(&mut out).context("cannot write to standard output")?;
-            out.flush().context("cannot write to standard output")
+            let written = fill(&mut out).and_then(|()| Ok(out.flush()?));
+            match written {
+                // The reader went away (`| head`): it has what it wanted.
+                Err(e) if broken_pipe(&e) => Ok(()),
+                other => other.context("cannot write to standard output"),
+            }
         }
         Target::Discard => fill(&mut std::io::sink()),
         Target::File(real) => replace(path, &real, mode, fill),
@@ -173,6 +177,21 @@ pub fn temp_beside(
     #[cfg(not(unix))]
     let _ = mode;
     builder.tempfile_in(dir)
+}
+
+/// Whether an error comes from writing to a pipe nobody reads any more.
+fn broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            cause
+                .downcast_ref::<csv::Error>()
+                .and_then(|e| match e.kind() {
+                    csv::ErrorKind::Io(io) => Some(io),
+                    _ => None,
+                })
+        });
+        io.is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn replace(

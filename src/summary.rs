@@ -25,6 +25,8 @@ pub struct Summary {
     /// Failed rows put back to pending by `retry`.
     pub retried: u64,
     pub tracked: u64,
+    /// Of those, tracked before this invocation started.
+    pub tracked_before: u64,
     pub handling_units: u64,
     /// failed, exhausted and bad_response (rejected rows not included).
     pub failed: u64,
@@ -70,8 +72,8 @@ impl Summary {
     /// The one-line summary printed at the end.
     pub fn line(&self) -> String {
         let mut tracked = format!("{} tracked", self.tracked);
-        if self.load.already_tracked > 0 {
-            tracked.push_str(&format!(" ({} before this run)", self.load.already_tracked));
+        if self.tracked_before > 0 {
+            tracked.push_str(&format!(" ({} before this run)", self.tracked_before));
         }
         let mut parts = vec![tracked, format!("{} handling units", self.handling_units)];
         let mut count = |n: u64, what: &str| {
@@ -89,7 +91,7 @@ impl Summary {
         count(self.load.duplicates, "duplicate rows");
         count(
             self.load.fields_differ,
-            "with other fields than tracked (not sent)",
+            "rows with other fields than the ledger holds (not applied)",
         );
         count(self.pending, "pending");
         let rate = if self.elapsed_seconds > 0.0 {
@@ -137,7 +139,11 @@ impl Summary {
                 self.throttled, self.lowest_pace_percent
             ));
         }
-        line.push_str(&format!(". Wrote {} and {}.", self.results, self.failures));
+        line.push_str(&format!(
+            ". Wrote {} and {}.",
+            shown(&self.results),
+            shown(&self.failures)
+        ));
         let state = &self.state;
         match self.load.already_failed {
             0 => {}
@@ -216,6 +222,15 @@ impl Summary {
     }
 }
 
+/// An output path as a sentence names it.
+fn shown(path: &str) -> &str {
+    if crate::output::is_stdout(std::path::Path::new(path)) {
+        "standard output"
+    } else {
+        path
+    }
+}
+
 impl ErrorSummary {
     pub fn prometheus(&self) -> String {
         let mut out = Metrics::default();
@@ -289,6 +304,7 @@ mod tests {
             pending_earlier: 0,
             retried: 0,
             tracked: 8,
+            tracked_before: 3,
             handling_units: 17,
             failed: 1,
             failed_earlier: 0,

@@ -633,3 +633,91 @@ fn a_schema_2_state_file_is_migrated_with_every_row_and_outcome() {
     assert_eq!(runs[0]["outcome"], "completed_with_failures");
     assert_eq!(runs[2]["outcome"], "interrupted");
 }
+
+#[test]
+fn retry_run_n_sends_only_that_runs_failures() {
+    let work = Workdir::new();
+    let monday = references("RA", 5);
+    let tuesday = references("RB", 5);
+    work.write("monday.csv", reference_csv(&monday));
+    work.write("tuesday.csv", reference_csv(&tuesday));
+    let down = TestSandbox::always_503();
+    for night in ["monday.csv", "tuesday.csv"] {
+        let out = output(work.run_against(&down, night).args(["--max-attempts", "1"]));
+        assert_exit(&out, 3);
+    }
+    let up = TestSandbox::start();
+    let out = output(work.continue_against(&up, "retry").args(["--run", "1"]));
+    // Tuesday's documents are still owed: exit 3, and they stay listed.
+    assert_exit(&out, 3);
+    let sent: Vec<String> = up.creations().into_keys().collect();
+    assert_eq!(sent, monday);
+    let exhausted: Vec<String> = read_csv(&work.path("failures.csv"))
+        .into_iter()
+        .filter(|r| r["status"] == "exhausted")
+        .map(|r| r["documentReference"].clone())
+        .collect();
+    assert_eq!(exhausted, tuesday);
+    let out = output(work.continue_against(&up, "retry").args(["--run", "7"]));
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("no run #7"), "{}", stderr(&out));
+}
+
+#[test]
+fn export_to_a_pipe_closed_early_ends_quietly() {
+    use std::io::Read;
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    // Enough results to fill a pipe's buffer several times.
+    work.write("in.csv", reference_csv(&references("BP", 1500)));
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 0);
+    let mut child = work
+        .trackmass()
+        .args(["export", "--out", "-", "--failures", "f.csv"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 100];
+    child
+        .stdout
+        .take()
+        .expect("piped stdout")
+        .read_exact(&mut first)
+        .unwrap();
+    // The reader (as `| head`) is gone now.
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert!(!stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
+    assert!(first.starts_with(b"\"documentReference\""));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_hangup_stops_the_run_cleanly_like_ctrl_c() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("HU", 100);
+    work.write("in.csv", reference_csv(&refs));
+    let child = work
+        .run_against(&sandbox, "in.csv")
+        .args(["--rate", "40/s", "--summary", "s.json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(60), "some trackings", || {
+        sandbox.outcome("created") >= 5
+    });
+    signal(&child, libc::SIGHUP);
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 4);
+    let s = json(&work.read("s.json"));
+    assert_eq!(s["stopped_by"], "signal");
+    let pending = s["pending"].as_u64().unwrap();
+    assert!(pending > 0, "{s}");
+    // The next command continues it.
+    assert_exit(&output(&mut work.continue_against(&sandbox, "resume")), 0);
+    created_once(&sandbox, 100);
+}

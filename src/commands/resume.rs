@@ -1,6 +1,5 @@
 //! `trackmass resume` and `trackmass retry`: send what the ledger owes,
-//! with the settings of the run they report on (the last one, or `retry
-//! --run N`).
+//! with the last run's settings, and rewrite its files.
 
 use anyhow::{Context, Result};
 
@@ -14,7 +13,8 @@ use crate::store::{Scope, Store};
 /// Sends every pending document of the ledger; `retry` (`requeue` not
 /// empty) first puts the failed documents in those statuses back to
 /// pending: those of the whole ledger, or of run `only` (its input's rows
-/// and what it answered).
+/// and what it, or a continuation of it, answered). Either way with the
+/// last run's settings, writing its files.
 pub async fn execute(
     command: Command,
     args: &ContinueArgs,
@@ -33,21 +33,23 @@ pub async fn execute(
     }
     let _lock = crate::lock::acquire(&args.state, command)?;
     let mut store = Store::open(&args.state)?;
-    let batch = match only {
-        Some(id) => store.batch(id)?.ok_or_else(|| {
-            UsageError(format!(
-                "{}: no run #{id} that loaded an input (`trackmass status --state {}` lists the runs)",
-                args.state.display(),
-                args.state.display()
-            ))
-        })?,
-        None => store.latest_batch()?.ok_or_else(|| {
-            UsageError(format!(
-                "{}: no run to continue in this state file; start one with `trackmass run INPUT`",
-                args.state.display()
-            ))
-        })?,
-    };
+    // The last run's settings and files, whatever rows are retried.
+    let batch = store.latest_batch()?.ok_or_else(|| {
+        UsageError(format!(
+            "{}: no run to continue in this state file; start one with `trackmass run INPUT`",
+            args.state.display()
+        ))
+    })?;
+    if let Some(id) = only
+        && store.batch(id)?.is_none()
+    {
+        return Err(UsageError(format!(
+            "{}: no run #{id} that loaded an input (`trackmass status --state {}` lists the runs)",
+            args.state.display(),
+            args.state.display()
+        ))
+        .into());
+    }
     let mut config: RunConfig = serde_json::from_str(&batch.config).with_context(|| {
         format!(
             "{}: the settings of run #{} cannot be read back",

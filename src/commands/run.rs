@@ -152,6 +152,8 @@ fn write_summary_files(
     let json = config
         .summary
         .as_ref()
+        // A path that cannot be written was refused already, saying why.
+        .filter(|path| crate::output::target(path).is_ok())
         .map(|path| {
             let json =
                 serde_json::to_vec_pretty(summary).context("cannot serialize the summary")?;
@@ -161,6 +163,7 @@ fn write_summary_files(
     let metrics = config
         .metrics
         .as_ref()
+        .filter(|path| crate::output::target(path).is_ok())
         .map(|path| report::write_atomic_public(path, prometheus.as_bytes()))
         .transpose();
     json.and(metrics).map(|_| ())
@@ -381,6 +384,7 @@ async fn work(
         pending_earlier,
         retried,
         tracked: after.get(Status::Tracked),
+        tracked_before: before.get(Status::Tracked),
         handling_units: after.units,
         failed: after.failures() - after.get(Status::Rejected),
         failed_earlier: store.failures_from_other_inputs(batch)?,
@@ -509,11 +513,13 @@ fn load_input(
         }
     }
     tracing::info!(
-        "{}: {} rows: {} new, {} already tracked, {} continued{extra}, {} duplicate rows, {} rejected",
+        "{}: {} rows: {} new, {} already tracked, {} failed before, {} continued{extra}, \
+         {} duplicate rows, {} rejected",
         config.input.display(),
         counts.rows,
         counts.new,
         counts.already_tracked,
+        counts.already_failed,
         counts.continued,
         counts.duplicates,
         counts.rejected
@@ -678,15 +684,21 @@ async fn watch_signals(
     }
 }
 
+/// Ctrl-C, SIGTERM, or SIGHUP (the terminal of an interactive onboarding
+/// closed, an ssh session lost): each stops the run cleanly.
 #[cfg(unix)]
 async fn next_signal() -> bool {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         return tokio::signal::ctrl_c().await.is_ok();
     };
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.is_ok(),
         r = term.recv() => r.is_some(),
+        r = hup.recv() => r.is_some(),
     }
 }
 

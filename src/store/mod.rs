@@ -167,12 +167,12 @@ fn check_existing(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
         );
     }
     if meta.len() == 0 {
-        return Err(not_a_state_file(
-            path,
-            "it is empty (0 bytes): trackmass never leaves a state file empty, so \
-             this one did not come from it; delete it to start a new ledger, and \
-             nothing recorded elsewhere is lost",
-        ));
+        bail!(
+            "{}: not a trackmass state file: it is empty (0 bytes), and trackmass never \
+             leaves a state file empty; delete it to start a new ledger at this path, \
+             or pass another --state path",
+            path.display()
+        );
     }
     Ok(())
 }
