@@ -254,10 +254,7 @@ mod tests {
         assert!(holder(&state).is_none());
         // A FIFO there is refused too, without blocking.
         std::fs::remove_file(lock_path(&state)).unwrap();
-        let fifo = std::ffi::CString::new(lock_path(&state).into_os_string().into_encoded_bytes())
-            .unwrap();
-        // SAFETY: a valid C string; mkfifo only creates a node.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        crate::paths::mkfifo(&lock_path(&state));
         let err = acquire(&state, Command::Run).unwrap_err().to_string();
         assert!(err.contains("FIFO"), "{err}");
         // A hard link to another file, likewise.

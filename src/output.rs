@@ -291,9 +291,7 @@ mod tests {
     fn a_fifo_is_refused_and_the_null_device_discards() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("pipe");
-        let c = std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes()).unwrap();
-        // SAFETY: a valid C string; mkfifo only creates a node.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::paths::mkfifo(&fifo);
         let err = format!("{:#}", check("--out", &fifo).unwrap_err());
         assert!(err.contains("is a FIFO"), "{err}");
         assert!(err.contains("use `-`"), "{err}");

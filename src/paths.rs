@@ -117,6 +117,14 @@ pub fn check_writable(outputs: &[(&str, &Path)]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes a FIFO (named pipe) at `path`, for the unit tests.
+#[cfg(all(test, unix))]
+pub(crate) fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates a node.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,22 +7,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
 
 use crate::common::*;
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn status_json(work: &Workdir, state: &str) -> Value {
-    let out = output(
-        work.trackmass()
-            .args(["status", "--state", state, "--json"]),
-    );
-    assert_exit(&out, 0);
-    json(&stdout(&out))
-}
 
 /// Runs `cmd` until the sandbox has created `n` trackings, then Ctrl-C:
 /// the run must stop with exit 4.
@@ -340,9 +326,7 @@ fn a_fifo_output_is_refused_and_the_null_device_is_never_replaced() {
     let refs = references("FF", 5);
     work.write("in.csv", reference_csv(&refs));
     let fifo = work.path("results.fifo");
-    let c = std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes()).unwrap();
-    // SAFETY: a valid C string; mkfifo only creates a node.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let out = output(
         work.run_against(&sandbox, "in.csv")
             .args(["--out", "results.fifo"]),
@@ -364,7 +348,7 @@ fn a_fifo_output_is_refused_and_the_null_device_is_never_replaced() {
     // The null device takes the failures and stays the null device; as
     // root, a device node of it in the test directory too.
     let node = work.path("null-node");
-    let c = std::ffi::CString::new(node.clone().into_os_string().into_encoded_bytes()).unwrap();
+    let c = c_path(&node);
     // SAFETY: a valid C string; mknod only creates a node (it fails
     // unless privileged, and then that case is left out).
     let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) } == 0;
@@ -440,7 +424,7 @@ fn a_configuration_file_others_can_change_is_refused() {
     assert_eq!(sandbox.traffic(), (0, 0));
     // Owned by another user (only root can make one here).
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let c = std::ffi::CString::new(config.clone().into_os_string().into_encoded_bytes()).unwrap();
+    let c = c_path(&config);
     // SAFETY: a valid C string; chown changes the file's owner or fails.
     if unsafe { libc::chown(c.as_ptr(), 65534, 65534) } == 0 {
         let out = output(

@@ -22,19 +22,6 @@ fn umask() -> u32 {
     }
 }
 
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
-fn status_json(work: &Workdir, state: &str) -> Value {
-    let out = output(
-        work.trackmass()
-            .args(["status", "--state", state, "--json"]),
-    );
-    assert_exit(&out, 0);
-    json(&stdout(&out))
-}
-
 /// References split by whether a sandbox with this config knows them.
 fn split_known(config: &Config, refs: &[String]) -> (Vec<String>, Vec<String>) {
     refs.iter()

@@ -296,6 +296,35 @@ pub fn spawn_sandbox(work: &Workdir, args: &[&str]) -> (Child, String) {
     (child, base)
 }
 
+/// A path as a C string, for the libc calls of the tests.
+#[cfg(unix)]
+pub fn c_path(path: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in a test path")
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    let c = c_path(path);
+    // SAFETY: a valid C string; mkfifo only creates a node.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Parses JSON, naming the text when it is not.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `trackmass status --json` of this state file.
+pub fn status_json(work: &Workdir, state: &str) -> serde_json::Value {
+    let out = output(
+        work.trackmass()
+            .args(["status", "--state", state, "--json"]),
+    );
+    assert_exit(&out, 0);
+    json(&stdout(&out))
+}
+
 /// Runs a command to completion.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("trackmass runs")
