@@ -238,7 +238,7 @@ fn a_symlink_to_a_held_state_file_is_refused_and_nothing_is_created_twice() {
     std::os::unix::fs::symlink("real.db", work.path("link.db")).unwrap();
     let mut first = work.run_against(&sandbox, "in.csv");
     first
-        .args(["--state", "real.db", "--rate", "50/s"])
+        .args(["--state", "real.db", "--rate", "30/s"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = first.spawn().unwrap();
@@ -467,7 +467,7 @@ fn validate_before_the_first_run_counts_nothing_as_tracked() {
 fn a_state_file_removed_during_a_run_ends_it_with_exit_1() {
     let sandbox = TestSandbox::start();
     let work = Workdir::new();
-    let refs = references("RM", 60);
+    let refs = references("RM", 150);
     work.write("in.csv", reference_csv(&refs));
     let child = work
         .run_against(&sandbox, "in.csv")
@@ -682,7 +682,7 @@ fn export_to_a_pipe_closed_early_ends_quietly() {
 fn a_hangup_stops_the_run_cleanly_like_ctrl_c() {
     let sandbox = TestSandbox::start();
     let work = Workdir::new();
-    let refs = references("HU", 100);
+    let refs = references("HU", 150);
     work.write("in.csv", reference_csv(&refs));
     let child = work
         .run_against(&sandbox, "in.csv")
@@ -703,5 +703,5 @@ fn a_hangup_stops_the_run_cleanly_like_ctrl_c() {
     assert!(pending > 0, "{s}");
     // The next command continues it.
     assert_exit(&output(&mut work.continue_against(&sandbox, "resume")), 0);
-    created_once(&sandbox, 100);
+    created_once(&sandbox, 150);
 }
