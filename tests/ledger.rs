@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-
 use crate::common::*;
 
 /// Runs `cmd` until the sandbox has created `n` trackings, then Ctrl-C:
