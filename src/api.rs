@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 
-use crate::retry::{self, Verdict};
+use crate::retry::{self, TransportFailure, Verdict};
 use crate::secret::Secret;
 use crate::spec;
 
@@ -158,6 +158,20 @@ pub fn is_loopback_url(url: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether requests bypass the environment's proxy: when both URLs are on
+/// this machine.
+fn local_only(settings: &ApiSettings) -> bool {
+    is_loopback_url(&settings.base_url) && is_loopback_url(&settings.token_url)
+}
+
+/// The proxy the client will use for `url`, if any.
+fn proxy_of(settings: &ApiSettings, url: &str) -> Option<Proxy> {
+    if local_only(settings) {
+        return None;
+    }
+    proxy_for(url, |name| std::env::var(name).ok())
+}
+
 fn http_client(settings: &ApiSettings) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(settings.timeout)
@@ -165,7 +179,7 @@ fn http_client(settings: &ApiSettings) -> Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("trackmass/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(settings.pool.max(1));
-    if is_loopback_url(&settings.base_url) && is_loopback_url(&settings.token_url) {
+    if local_only(settings) {
         // A proxy from the environment must not capture local traffic.
         builder = builder.no_proxy();
     }
@@ -225,6 +239,8 @@ pub struct Auth {
     /// The client credentials as messages name them.
     client_names: String,
     send_grant_type: AtomicBool,
+    /// The proxy the token endpoint is reached through, if any.
+    proxy: Option<Proxy>,
     cache: tokio::sync::Mutex<Cached>,
     /// The newest token and the moment requests stop going out with it
     /// (past `refresh_at`, short of expiry; `None`: never), `None` before
@@ -239,7 +255,21 @@ pub struct Auth {
 #[derive(Deserialize)]
 struct TokenResponse {
     access_token: String,
+    #[serde(default, deserialize_with = "number_or_numeric_string")]
     expires_in: Option<f64>,
+}
+
+/// `expires_in` as a number, or as a string holding one (`"3599"`, as
+/// some identity providers send it); anything else counts as absent.
+fn number_or_numeric_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<f64>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(match value {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -286,6 +316,7 @@ impl Auth {
             http,
             token_url: settings.token_url.clone(),
             send_grant_type: AtomicBool::new(settings.send_grant_type),
+            proxy: proxy_of(settings, &settings.token_url),
             current: std::sync::Mutex::new(bearer.map(|b| (b, None))),
             cache: tokio::sync::Mutex::new(Cached {
                 refresh_at: Instant::now() + Duration::from_secs(10 * 365 * 86_400),
@@ -436,11 +467,37 @@ impl Auth {
             let response = match self.http.post(&self.token_url).form(&form).send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    last = transport_reason(&e);
+                    let failure = transport_failure(&e, self.proxy.as_ref());
+                    last = describe_failure(failure, &e, self.proxy.as_ref());
+                    if failure == TransportFailure::Tls {
+                        last.push_str(
+                            "; if its certificate is signed by a private CA, trust that CA (the \
+                             system store, or SSL_CERT_FILE / SSL_CERT_DIR naming a PEM file or \
+                             directory)",
+                        );
+                    }
+                    if failure.permanent() || failure == TransportFailure::Proxy {
+                        break;
+                    }
                     continue;
                 }
             };
             let status = response.status().as_u16();
+            if (300..400).contains(&status) {
+                let to = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| format!(" to {}", retry::one_line(l.split('?').next().unwrap_or(l))))
+                    .unwrap_or_default();
+                return Err(AuthError::Unavailable {
+                    url: self.token_url.clone(),
+                    reason: format!(
+                        "it answered a redirect (HTTP {status}{to}): the token URL is probably \
+                         wrong; check --token-url (token endpoints answer a POST directly)"
+                    ),
+                });
+            }
             let body = match read_bounded(response).await {
                 Ok(b) => b,
                 Err(reason) => {
@@ -504,6 +561,8 @@ pub struct Api {
     api_key: HeaderValue,
     auth: Auth,
     names: CredentialNames,
+    /// The proxy requests go through, if any.
+    proxy: Option<Proxy>,
 }
 
 impl Api {
@@ -534,6 +593,7 @@ impl Api {
             endpoint,
             api_key,
             names: credentials.names,
+            proxy: proxy_of(settings, &settings.base_url),
         })
     }
 
@@ -566,11 +626,10 @@ impl Api {
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
-                return Verdict::Retry {
-                    http_status: None,
-                    reason: transport_reason(&e),
-                    retry_after: None,
-                    throttled: false,
+                let failure = transport_failure(&e, self.proxy.as_ref());
+                return Verdict::Unanswered {
+                    failure,
+                    reason: describe_failure(failure, &e, self.proxy.as_ref()),
                 };
             }
         };
@@ -628,6 +687,127 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, String
     }
 }
 
+/// A proxy requests go through, as messages name it: its URL without
+/// credentials, and the variable it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub url: String,
+    pub variable: String,
+}
+
+/// The proxy the environment sets for `url`, as reqwest reads it on Unix
+/// (`HTTPS_PROXY`/`HTTP_PROXY` by scheme, then `ALL_PROXY`, lowercase
+/// forms too; `NO_PROXY` exempts hosts), to name it when it fails.
+pub fn proxy_for(url: &str, env: impl Fn(&str) -> Option<String>) -> Option<Proxy> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?.to_ascii_lowercase();
+    let get = |name: &str| {
+        env(name)
+            .or_else(|| env(&name.to_ascii_lowercase()))
+            .filter(|v| !v.trim().is_empty())
+    };
+    if let Some(no_proxy) = get("NO_PROXY") {
+        let exempt = no_proxy.split(',').map(str::trim).any(|entry| {
+            let entry = entry.trim_start_matches('.').to_ascii_lowercase();
+            entry == "*" || host == entry || host.ends_with(&format!(".{entry}"))
+        });
+        if exempt {
+            return None;
+        }
+    }
+    let scheme_var = if url.scheme() == "https" {
+        "HTTPS_PROXY"
+    } else {
+        "HTTP_PROXY"
+    };
+    let (variable, value) = [scheme_var, "ALL_PROXY"]
+        .into_iter()
+        .find_map(|v| get(v).map(|value| (v.to_string(), value)))?;
+    let shown = match reqwest::Url::parse(&value) {
+        Ok(mut p) => {
+            let _ = p.set_username("");
+            let _ = p.set_password(None);
+            p.to_string()
+        }
+        Err(_) => "(unparsable)".to_string(),
+    };
+    Some(Proxy {
+        url: shown,
+        variable,
+    })
+}
+
+/// What a failed request ran into, read once from the client's error.
+pub fn transport_failure(e: &reqwest::Error, proxy: Option<&Proxy>) -> TransportFailure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut io_kind = None;
+    let mut dns = false;
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                return TransportFailure::TooManyFiles;
+            }
+            // An io::Error's `source` skips the error it wraps (hyper-rustls
+            // wraps rustls's in two of them): look inside.
+            let mut inner = io.get_ref();
+            while let Some(wrapped) = inner {
+                if wrapped.downcast_ref::<rustls::Error>().is_some() {
+                    return TransportFailure::Tls;
+                }
+                inner = wrapped
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(std::io::Error::get_ref);
+            }
+            io_kind.get_or_insert(io.kind());
+        }
+        if cause.downcast_ref::<rustls::Error>().is_some() {
+            return TransportFailure::Tls;
+        }
+        // hyper-util's resolver says so in its own error, not in a type.
+        dns |= cause.to_string().starts_with("dns error");
+        source = cause.source();
+    }
+    if e.is_connect() && proxy.is_some() {
+        return TransportFailure::Proxy;
+    }
+    if e.is_timeout() {
+        return TransportFailure::TimedOut;
+    }
+    if dns {
+        return TransportFailure::Dns;
+    }
+    use std::io::ErrorKind;
+    match io_kind {
+        Some(ErrorKind::ConnectionRefused) => TransportFailure::Refused,
+        Some(
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof,
+        ) => TransportFailure::Reset,
+        _ if e.is_connect() => TransportFailure::Refused,
+        _ if e.is_body() || e.is_decode() => TransportFailure::CutShort,
+        _ => TransportFailure::Other,
+    }
+}
+
+/// The reason of a failure for messages: what happened, and through
+/// which proxy when one was used.
+fn describe_failure(
+    failure: TransportFailure,
+    e: &reqwest::Error,
+    proxy: Option<&Proxy>,
+) -> String {
+    let reason = transport_reason(e);
+    match (failure, proxy) {
+        (TransportFailure::Proxy, Some(p)) => format!(
+            "the proxy {} (from {}) could not be used: {reason}; check the proxy or unset {}",
+            p.url, p.variable, p.variable
+        ),
+        _ => reason,
+    }
+}
+
 /// A short reason for a transport failure, without URLs or secrets.
 fn transport_reason(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -657,6 +837,78 @@ fn transport_reason(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxy_for_a_url_is_read_as_reqwest_reads_it() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let https = "https://api.example.com/v1";
+        let p = proxy_for(
+            https,
+            env(&[("HTTPS_PROXY", "http://user:pw@proxy.corp:3128")]),
+        )
+        .unwrap();
+        assert_eq!(p.url, "http://proxy.corp:3128/", "credentials left out");
+        assert_eq!(p.variable, "HTTPS_PROXY");
+        let p = proxy_for(
+            https,
+            env(&[("https_proxy", "http://p:1"), ("ALL_PROXY", "http://q:2")]),
+        )
+        .unwrap();
+        assert_eq!(p.url, "http://p:1/");
+        let p = proxy_for(https, env(&[("all_proxy", "http://q:2")])).unwrap();
+        assert_eq!(p.variable, "ALL_PROXY");
+        assert_eq!(proxy_for(https, env(&[("HTTP_PROXY", "http://p:1")])), None);
+        for exempt in [
+            "example.com",
+            ".example.com",
+            "api.example.com",
+            "*",
+            "x.org, example.com",
+        ] {
+            let vars: &'static [(&str, &str)] = Box::leak(Box::new([
+                ("HTTPS_PROXY", "http://p:1"),
+                ("NO_PROXY", exempt),
+            ]));
+            assert_eq!(proxy_for(https, env(vars)), None, "{exempt}");
+        }
+        assert!(
+            proxy_for(
+                https,
+                env(&[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "ample.com")])
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn expires_in_may_be_a_number_or_a_numeric_string() {
+        let parse = |json: &str| {
+            serde_json::from_str::<TokenResponse>(json)
+                .unwrap()
+                .expires_in
+        };
+        assert_eq!(
+            parse(r#"{"access_token":"t","expires_in":3599}"#),
+            Some(3599.0)
+        );
+        assert_eq!(
+            parse(r#"{"access_token":"t","expires_in":"3599"}"#),
+            Some(3599.0)
+        );
+        assert_eq!(
+            parse(r#"{"access_token":"t","expires_in":" 60 "}"#),
+            Some(60.0)
+        );
+        assert_eq!(parse(r#"{"access_token":"t","expires_in":"soon"}"#), None);
+        assert_eq!(parse(r#"{"access_token":"t","expires_in":null}"#), None);
+        assert_eq!(parse(r#"{"access_token":"t"}"#), None);
+    }
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<Found> + 'a {
         move |k| {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Api, AuthError, Bearer, CredentialNames};
 use crate::config::DispatchSettings;
 use crate::pace::Pace;
-use crate::retry::{self, Breaker, Credential, Verdict};
+use crate::retry::{self, Breaker, Credential, FailureKind, TransportFailure, Verdict};
 use crate::store::{Outcome, PendingItem, Status, Writer};
 
 /// What dispatching did.
@@ -64,6 +64,8 @@ struct Ctx {
     fatal: Mutex<Option<String>>,
     pace: Mutex<(Pace, f64)>,
     breaker: Mutex<Breaker>,
+    /// The last transient failure's reason, for an outage's message.
+    last_failure: Mutex<String>,
     /// When the first request went out.
     first_sent: std::sync::OnceLock<Instant>,
 }
@@ -172,7 +174,10 @@ impl Ctx {
     }
 
     /// A transient failure of `kind`; trips the breaker on a long streak.
-    fn api_failed(&self, kind: &str, reason: &str) {
+    fn api_failed(&self, kind: FailureKind, reason: &str) {
+        if let Ok(mut last) = self.last_failure.lock() {
+            reason.clone_into(&mut last);
+        }
         let (tripped, victims) = self
             .breaker
             .lock()
@@ -189,6 +194,37 @@ impl Ctx {
                  stay pending, rerun when the API is back"
             ));
         }
+    }
+
+    /// Once every task is done: if every request of the run failed the
+    /// same way without reaching the API, that is an outage, whatever the
+    /// number of rows: the rows that ran out go back to pending and the run
+    /// stops (exit 1) naming the cause.
+    fn check_outage(&self) {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let (failure, victims) = match self.breaker.lock() {
+            Ok(mut b) => match b.outage(requests) {
+                Some(failure) => (failure, b.take_victims()),
+                None => return,
+            },
+            Err(_) => return,
+        };
+        for (id, maybe_sent) in victims {
+            self.record(id, Outcome::Requeue { maybe_sent });
+        }
+        self.fatal(format!(
+            "every request of this run ({requests}) failed the same way without reaching the \
+             API ({}): {}; rows not sent stay pending, rerun when it is reachable",
+            outage_cause(failure),
+            self.last_reason()
+        ));
+    }
+
+    fn last_reason(&self) -> String {
+        self.last_failure
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     fn throttled(&self, retry_after: Option<std::time::Duration>) {
@@ -224,6 +260,7 @@ pub async fn dispatch(
             1.0,
         )),
         breaker: Mutex::new(Breaker::new(settings.trip_after)),
+        last_failure: Mutex::new(String::new()),
         settings,
         stop: stop.clone(),
         requests: AtomicU64::new(0),
@@ -265,6 +302,7 @@ pub async fn dispatch(
     while let Some(done) = tasks.join_next().await {
         reap(done, &ctx);
     }
+    ctx.check_outage();
     let fatal = ctx.fatal.lock().ok().and_then(|f| f.clone());
     DispatchReport {
         requests: ctx.requests.load(Ordering::Relaxed),
@@ -400,14 +438,42 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 ));
                 return;
             }
-            Verdict::Retry {
-                http_status,
-                reason,
-                retry_after,
-                throttled,
-            } => {
-                ctx.api_failed(&retry::failure_kind(http_status, &reason), &reason);
-                maybe_sent |= matches!(http_status, None | Some(500) | Some(504));
+            Verdict::Unanswered { failure, reason } if failure.permanent() => {
+                ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                ctx.fatal(permanent_failure_message(
+                    failure,
+                    &reason,
+                    ctx.api.endpoint(),
+                ));
+                return;
+            }
+            verdict @ (Verdict::Unanswered { .. } | Verdict::Retry { .. }) => {
+                let (kind, http_status, reason, retry_after, throttled, arrived) = match verdict {
+                    Verdict::Unanswered { failure, reason } => (
+                        FailureKind::Transport(failure),
+                        None,
+                        reason,
+                        None,
+                        false,
+                        failure.maybe_sent(),
+                    ),
+                    Verdict::Retry {
+                        http_status,
+                        reason,
+                        retry_after,
+                        throttled,
+                    } => (
+                        FailureKind::Http(http_status.unwrap_or(0)),
+                        http_status,
+                        reason,
+                        retry_after,
+                        throttled,
+                        matches!(http_status, Some(500) | Some(504)),
+                    ),
+                    _ => unreachable!("matched above"),
+                };
+                ctx.api_failed(kind, &reason);
+                maybe_sent |= arrived;
                 if let Some(wait) = retry_after
                     && wait > longest_wait(&ctx.settings)
                 {
@@ -465,6 +531,36 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 }
             }
         }
+    }
+}
+
+/// What an outage of this kind means, for the message.
+fn outage_cause(failure: TransportFailure) -> &'static str {
+    match failure {
+        TransportFailure::Refused => {
+            "connection refused: nothing listens at its address, or a firewall rejects it"
+        }
+        TransportFailure::Dns => "its host name does not resolve",
+        TransportFailure::Tls => "the TLS handshake failed",
+        TransportFailure::Proxy => "the proxy could not be used",
+        TransportFailure::TimedOut => "no answer within --timeout",
+        _ => "no answer",
+    }
+}
+
+/// The message for a failure that trying again cannot cure.
+fn permanent_failure_message(failure: TransportFailure, reason: &str, endpoint: &str) -> String {
+    match failure {
+        TransportFailure::Tls => format!(
+            "TLS with {endpoint} failed ({reason}): if its certificate is signed by a private \
+             CA, trust that CA (the system store, or SSL_CERT_FILE / SSL_CERT_DIR naming a PEM \
+             file or directory); nothing was sent, rerun once it is trusted"
+        ),
+        TransportFailure::TooManyFiles => format!(
+            "this process ran out of file descriptors ({reason}): lower --concurrency or raise \
+             the limit (ulimit -n); rows not sent stay pending, rerun to continue"
+        ),
+        _ => format!("{reason}; rows not sent stay pending, rerun to continue"),
     }
 }
 

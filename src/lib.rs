@@ -17,6 +17,7 @@ pub mod input;
 pub mod ledger;
 pub mod lock;
 pub mod logging;
+pub mod os;
 pub mod output;
 pub mod pace;
 pub mod paths;

@@ -28,6 +28,8 @@ fn main() -> ExitCode {
     } else {
         cli.verbose.min(2) as i8
     };
+    // Before any socket is opened: up to what the system allows.
+    trackmass::os::raise_open_files_limit();
     let slot = BarSlot::default();
     trackmass::logging::init(cli.log_format, verbosity, slot.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

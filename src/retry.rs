@@ -31,7 +31,13 @@ pub enum Verdict {
         message: String,
         details: String,
     },
-    /// Worth another attempt later.
+    /// No HTTP answer: the request failed on the way, for this reason.
+    /// Worth another attempt unless the failure is permanent.
+    Unanswered {
+        failure: TransportFailure,
+        reason: String,
+    },
+    /// An HTTP answer worth another attempt later.
     Retry {
         http_status: Option<u16>,
         reason: String,
@@ -46,6 +52,71 @@ pub enum Verdict {
     },
     /// Nothing this run can cure (wrong URL, quota spent, …).
     Fatal { http_status: u16, message: String },
+}
+
+/// How a request failed without an HTTP answer, classified once where the
+/// client's error is read, and acted on by its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportFailure {
+    /// No answer within `--timeout` (the request may have arrived).
+    TimedOut,
+    /// The server's address refused the connection.
+    Refused,
+    /// The API's host name did not resolve.
+    Dns,
+    /// The TLS handshake failed (most often an untrusted certificate):
+    /// permanent, trying again changes nothing.
+    Tls,
+    /// The proxy from the environment could not be used.
+    Proxy,
+    /// The connection was closed or reset before the answer.
+    Reset,
+    /// The answer was cut short.
+    CutShort,
+    /// This process ran out of file descriptors: a local limit, not the
+    /// API's doing, and permanent for this run.
+    TooManyFiles,
+    /// Anything else on the way.
+    Other,
+}
+
+impl TransportFailure {
+    /// Trying again cannot help: the run stops at once.
+    pub fn permanent(self) -> bool {
+        matches!(self, TransportFailure::Tls | TransportFailure::TooManyFiles)
+    }
+
+    /// The request may have reached the service (so a new one may track
+    /// the document twice).
+    pub fn maybe_sent(self) -> bool {
+        matches!(
+            self,
+            TransportFailure::TimedOut
+                | TransportFailure::Reset
+                | TransportFailure::CutShort
+                | TransportFailure::Other
+        )
+    }
+
+    /// Nothing answered: the API was not reached at all (an outage seen
+    /// from here when every request fails so).
+    pub fn unreached(self) -> bool {
+        matches!(
+            self,
+            TransportFailure::Refused
+                | TransportFailure::Dns
+                | TransportFailure::Tls
+                | TransportFailure::Proxy
+                | TransportFailure::TimedOut
+        )
+    }
+}
+
+/// What the circuit breaker counts failures in a row of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    Http(u16),
+    Transport(TransportFailure),
 }
 
 /// Which credential a 401 blames.
@@ -441,7 +512,7 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Durati
 #[derive(Debug, Clone)]
 pub struct Breaker {
     threshold: u32,
-    kind: Option<String>,
+    kind: Option<FailureKind>,
     streak: u32,
     /// Row ids, with whether their last request may have arrived.
     victims: Vec<(i64, bool)>,
@@ -461,11 +532,11 @@ impl Breaker {
 
     /// Records a failure of `kind`; `true` once the streak reaches the
     /// threshold.
-    pub fn failure(&mut self, kind: &str) -> bool {
-        if self.kind.as_deref() == Some(kind) {
+    pub fn failure(&mut self, kind: FailureKind) -> bool {
+        if self.kind == Some(kind) {
             self.streak += 1;
         } else {
-            self.kind = Some(kind.to_string());
+            self.kind = Some(kind);
             self.streak = 1;
             self.victims.clear();
         }
@@ -500,19 +571,25 @@ impl Breaker {
             Vec::new()
         }
     }
-}
 
-/// The kind of a transient failure, for the breaker: the status, or the
-/// transport failure's first words (`timed out`, `connection failed`).
-pub fn failure_kind(http_status: Option<u16>, reason: &str) -> String {
-    match http_status {
-        Some(s) => format!("HTTP {s}"),
-        None => reason
-            .split(':')
-            .next()
-            .unwrap_or(reason)
-            .trim()
-            .to_string(),
+    /// At the end of sending: if every one of the run's `requests` failed
+    /// the same way without reaching the API (refused, DNS, TLS, proxy, no
+    /// answer), that is an outage whatever the number of rows. Trips the
+    /// breaker and returns the failure, so that the rows that ran out go
+    /// back to pending.
+    pub fn outage(&mut self, requests: u64) -> Option<TransportFailure> {
+        match self.kind {
+            Some(FailureKind::Transport(failure))
+                if !self.tripped
+                    && failure.unreached()
+                    && requests > 0
+                    && u64::from(self.streak) == requests =>
+            {
+                self.tripped = true;
+                Some(failure)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -520,46 +597,64 @@ pub fn failure_kind(http_status: Option<u16>, reason: &str) -> String {
 mod tests {
     use super::*;
 
+    const HTTP_503: FailureKind = FailureKind::Http(503);
+    const TIMED_OUT: FailureKind = FailureKind::Transport(TransportFailure::TimedOut);
+    const REFUSED: FailureKind = FailureKind::Transport(TransportFailure::Refused);
+
     #[test]
     fn the_breaker_trips_on_a_streak_of_one_kind_only() {
         let mut b = Breaker::new(3);
-        assert!(!b.failure("HTTP 503"));
-        assert!(!b.failure("HTTP 503"));
-        assert!(!b.failure("timed out"), "another kind restarts the streak");
-        assert!(!b.failure("timed out"));
+        assert!(!b.failure(HTTP_503));
+        assert!(!b.failure(HTTP_503));
+        assert!(!b.failure(TIMED_OUT), "another kind restarts the streak");
+        assert!(!b.failure(TIMED_OUT));
         b.success();
-        assert!(!b.failure("timed out"));
-        assert!(!b.failure("timed out"));
-        assert!(b.failure("timed out"));
+        assert!(!b.failure(TIMED_OUT));
+        assert!(!b.failure(TIMED_OUT));
+        assert!(b.failure(TIMED_OUT));
     }
 
     #[test]
     fn rows_that_ran_out_during_the_tripping_streak_are_its_victims() {
         let mut b = Breaker::new(3);
-        assert!(!b.failure("HTTP 503"));
+        assert!(!b.failure(HTTP_503));
         assert!(b.ran_out(1, false));
         b.success();
         // Row 1 ran out before a success: not a victim of a later streak.
-        assert!(!b.failure("timed out"));
+        assert!(!b.failure(TIMED_OUT));
         assert!(b.ran_out(2, true));
-        assert!(!b.failure("timed out"));
+        assert!(!b.failure(TIMED_OUT));
         assert!(b.take_victims().is_empty(), "not tripped yet");
-        assert!(b.failure("timed out"));
+        assert!(b.failure(TIMED_OUT));
         assert_eq!(b.take_victims(), [(2, true)]);
         assert!(!b.ran_out(3, false), "after the trip a row stays pending");
     }
 
     #[test]
-    fn failure_kinds() {
-        assert_eq!(
-            failure_kind(Some(503), "HTTP 503 Service Unavailable"),
-            "HTTP 503"
-        );
-        assert_eq!(
-            failure_kind(None, "connection failed: Connection refused (os error 111)"),
-            "connection failed"
-        );
-        assert_eq!(failure_kind(None, "timed out"), "timed out");
+    fn every_request_unreached_is_an_outage_whatever_the_count() {
+        // Three rows, two attempts each, every one refused.
+        let mut b = Breaker::new(30);
+        for row in 1..=3 {
+            for _ in 0..2 {
+                assert!(!b.failure(REFUSED));
+            }
+            assert!(b.ran_out(row, false));
+        }
+        assert_eq!(b.outage(6), Some(TransportFailure::Refused));
+        assert_eq!(b.take_victims(), [(1, false), (2, false), (3, false)]);
+        // An answer somewhere in the run: not an outage.
+        let mut b = Breaker::new(30);
+        b.failure(HTTP_503);
+        b.failure(REFUSED);
+        assert_eq!(b.outage(2), None);
+        // HTTP answers mean the API was reached.
+        let mut b = Breaker::new(30);
+        b.failure(HTTP_503);
+        assert_eq!(b.outage(1), None);
+        // Failures that may have reached it are not an outage either.
+        let mut b = Breaker::new(30);
+        b.failure(FailureKind::Transport(TransportFailure::Reset));
+        assert_eq!(b.outage(1), None);
     }
 
     fn now() -> SystemTime {

@@ -17,3 +17,4 @@ mod sandbox;
 mod schemathesis;
 mod secrets;
 mod tokens;
+mod wrong;

@@ -273,15 +273,6 @@ fn ctrl_c_does_not_wait_for_a_token_endpoint_that_hangs() {
     assert_eq!(s["requests"], 0, "{s}");
 }
 
-/// A base URL on a loopback port that nothing listens on.
-fn dead_api_url() -> String {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!(
-        "http://{}/api-tracking-code-in-mass/v1",
-        dead.local_addr().unwrap()
-    )
-}
-
 #[test]
 fn an_unreachable_api_stops_the_run_with_every_row_pending() {
     let dead_url = dead_api_url();

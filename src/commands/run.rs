@@ -405,9 +405,13 @@ async fn work(
     })
 }
 
-/// Refuses output paths that would overwrite the state file (or its
-/// companions), the input, or each other.
+/// Checks, before any work, what a run will need: `--concurrency` fits
+/// the open-files limit, and the output paths can be written without
+/// overwriting the state file (or its companions), the input, or each
+/// other.
 pub fn check_paths(config: &RunConfig) -> Result<()> {
+    crate::os::check_concurrency(config.dispatch.concurrency, crate::os::open_files_limit())
+        .map_err(crate::error::UsageError)?;
     let mut protected = crate::paths::state_files(&config.state);
     protected.push(("the input", config.input.clone()));
     let mut outputs = vec![

@@ -325,6 +325,15 @@ pub fn status_json(work: &Workdir, state: &str) -> serde_json::Value {
     json(&stdout(&out))
 }
 
+/// A base URL on a loopback port that nothing listens on.
+pub fn dead_api_url() -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!(
+        "http://{}/api-tracking-code-in-mass/v1",
+        dead.local_addr().expect("addr")
+    )
+}
+
 /// Runs a command to completion.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("trackmass runs")
