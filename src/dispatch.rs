@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, AuthError, Bearer, CredentialNames};
 use crate::config::DispatchSettings;
-use crate::pace::Pace;
+use crate::pace::{Pace, Throttle};
 use crate::retry::{self, Breaker, Credential, FailureKind, TransportFailure, Verdict};
 use crate::store::{Outcome, PendingItem, Status, Writer};
 
@@ -62,7 +62,7 @@ struct Ctx {
     resent: AtomicU64,
     throttled: AtomicU64,
     fatal: Mutex<Option<String>>,
-    pace: Mutex<(Pace, f64)>,
+    pace: Mutex<Pace>,
     breaker: Mutex<Breaker>,
     /// The last transient failure's reason, for an outage's message.
     last_failure: Mutex<String>,
@@ -94,7 +94,7 @@ impl Ctx {
     async fn gate(&self) -> bool {
         loop {
             let (slot, epoch) = match self.pace.lock() {
-                Ok(mut p) => (p.0.reserve(Instant::now()), p.0.epoch()),
+                Ok(mut p) => (p.reserve(Instant::now()), p.epoch()),
                 Err(_) => (Instant::now(), 0),
             };
             if slot > Instant::now() {
@@ -109,7 +109,7 @@ impl Ctx {
             let current = self
                 .pace
                 .lock()
-                .map(|p| (p.0.is_paused(Instant::now()), p.0.epoch()))
+                .map(|p| (p.is_paused(Instant::now()), p.epoch()))
                 .unwrap_or((false, epoch));
             if current == (false, epoch) {
                 return !self.stop.is_cancelled();
@@ -168,8 +168,13 @@ impl Ctx {
         if let Ok(mut b) = self.breaker.lock() {
             b.success();
         }
+    }
+
+    /// An HTTP answer other than a 429, to a request sent at `sent_at`:
+    /// the gateway let it through.
+    fn let_through(&self, sent_at: Instant) {
         if let Ok(mut p) = self.pace.lock() {
-            p.0.accepted(Instant::now());
+            p.accepted(sent_at, Instant::now());
         }
     }
 
@@ -227,19 +232,27 @@ impl Ctx {
             .unwrap_or_default()
     }
 
-    fn throttled(&self, retry_after: Option<std::time::Duration>) {
+    /// A 429 for a request sent at `sent_at`: what the pace makes of it.
+    fn throttled(&self, sent_at: Instant, retry_after: Option<std::time::Duration>) -> Throttle {
         self.throttled.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut p) = self.pace.lock() {
-            p.0.throttled(Instant::now(), retry_after);
-            let factor = p.0.factor();
-            if factor < p.1 {
-                p.1 = factor;
-                tracing::warn!(
-                    "429 from the API: pausing all requests, then sending at {:.0}% of --rate",
-                    factor * 100.0
-                );
-            }
+        let Ok(mut p) = self.pace.lock() else {
+            return Throttle::SameEvent;
+        };
+        let now = Instant::now();
+        let reaction = p.throttled(sent_at, now, retry_after);
+        if let Throttle::Paused { until } = reaction {
+            let rate = p.rate(until);
+            tracing::warn!(
+                "429 from the API: every request pauses {}, then goes at {rate:.1}/s ({:.0}% of --rate; \
+                 the gateway was letting {:.1}/s through)",
+                humantime::format_duration(Duration::from_millis(
+                    until.saturating_duration_since(now).as_millis() as u64
+                )),
+                rate / self.settings.rate.per_second() * 100.0,
+                p.learnt_limit().unwrap_or(rate)
+            );
         }
+        reaction
     }
 }
 
@@ -255,9 +268,10 @@ pub async fn dispatch(
     let ctx = Arc::new(Ctx {
         api,
         writer,
-        pace: Mutex::new((
-            Pace::new(settings.rate.interval(), settings.burst, Instant::now()),
-            1.0,
+        pace: Mutex::new(Pace::new(
+            settings.rate.interval(),
+            settings.burst,
+            Instant::now(),
         )),
         breaker: Mutex::new(Breaker::new(settings.trip_after)),
         last_failure: Mutex::new(String::new()),
@@ -309,7 +323,7 @@ pub async fn dispatch(
         resent_after_interruption: ctx.resent.load(Ordering::Relaxed),
         fatal,
         throttled: ctx.throttled.load(Ordering::Relaxed),
-        lowest_pace: ctx.pace.lock().map_or(1.0, |p| p.1),
+        lowest_pace: ctx.pace.lock().map_or(1.0, |p| p.lowest_factor()),
         sending: ctx
             .first_sent
             .get()
@@ -359,8 +373,20 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 return;
             }
         };
-        ctx.first_sent.get_or_init(Instant::now);
+        let sent_at = Instant::now();
+        ctx.first_sent.get_or_init(|| sent_at);
         let verdict = ctx.api.track(&bearer, &item.payload).await;
+        let answered = !matches!(verdict, Verdict::Unanswered { .. });
+        let throttled_429 = matches!(
+            verdict,
+            Verdict::Retry {
+                throttled: true,
+                ..
+            }
+        );
+        if answered && !throttled_429 {
+            ctx.let_through(sent_at);
+        }
         let generation = bearer.generation;
         posts += 1;
         ctx.requests.fetch_add(1, Ordering::Relaxed);
@@ -487,9 +513,21 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                     return;
                 }
                 if throttled {
-                    // The pause applies to every request through the gate.
-                    ctx.throttled(retry_after);
-                    continue;
+                    match ctx.throttled(sent_at, retry_after) {
+                        // The pause applies to every request through the gate.
+                        Throttle::Paused { .. } | Throttle::SameEvent => continue,
+                        // Not about the pace: this row alone waits.
+                        Throttle::RowWaits(wait) => {
+                            tokio::select! {
+                                biased;
+                                _ = ctx.stop.cancelled() => {
+                                    ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                                    return;
+                                }
+                                _ = tokio::time::sleep(wait) => continue,
+                            }
+                        }
+                    }
                 }
                 failures += 1;
                 if failures >= ctx.settings.max_attempts {
