@@ -537,6 +537,12 @@ pub struct SandboxArgs {
     #[arg(long, value_parser = parse_whole_rate, value_name = "RATE", help_heading = "Gateway")]
     pub rate_limit: Option<Rate>,
 
+    /// How --rate-limit counts calls: a sliding window over its period
+    /// (APIM's rate-limit-by-key), or a token bucket holding one period's
+    /// calls (a burst after an idle spell, then the rate).
+    #[arg(long, value_enum, default_value_t = crate::sandbox::LimitKind::Window, value_name = "KIND", help_heading = "Gateway")]
+    pub rate_limit_kind: crate::sandbox::LimitKind,
+
     /// The gateway's call quota: once N calls are spent, 403 "Out of call
     /// volume quota" with Retry-After until the period ends.
     #[arg(long, value_name = "N", help_heading = "Gateway")]
@@ -560,6 +566,11 @@ pub struct SandboxArgs {
     /// Random extra delay, uniform between zero and this.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Faults (rates as 0.01 or 1%)")]
     pub latency_spread: Option<Duration>,
+
+    /// Share of 429 answers (Retry-After: 1) whatever the pace, as from a
+    /// gateway that throttles for reasons of its own.
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    pub fault_429: Option<f64>,
 
     /// Share of 500 answers (half of them after the tracking was created).
     #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]

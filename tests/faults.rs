@@ -489,3 +489,58 @@ fn killed_ten_times_at_random_moments_then_completed() {
     assert!(creations.values().all(|n| *n <= 1 + kills), "{creations:?}");
     println!("{kills} kills: 1200 rows, {repeated} repeated POSTs");
 }
+
+/// The bad night of the pace: besides `--chaos` (503s, 500s, resets,
+/// hangs, latency), 5% of requests answered 429 at random, not tied to the
+/// rate. Slowing down does not make those rarer, so the pace must not
+/// collapse: it takes them for noise after one decrease, and only their
+/// rows wait. The run finishes (bounded by a generous timeout) with every
+/// row answered, none left pending, none exhausted by 429s.
+#[test]
+fn random_429s_on_a_bad_night_do_not_collapse_the_pace() {
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        faults: Faults {
+            status_429: 0.05,
+            hang_for: Duration::from_secs(30),
+            ..Faults::chaos()
+        },
+        ..Config::default()
+    });
+    let work = Workdir::new();
+    let refs = references("NZ", 2000);
+    work.write("in.csv", reference_csv(&refs));
+    let mut child = work
+        .run_against(&sandbox, "in.csv")
+        .args(["--rate", "400/s", "--concurrency", "64", "--timeout", "2s"])
+        .args(["--backoff-base", "50ms", "--backoff-cap", "1s"])
+        .args(["--summary", "s.json", "--progress", "never"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(240), "the bad night to end", || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    let status = child.wait().unwrap();
+    // 3: malformed and truncated 201s are bad_response rows.
+    assert!(matches!(status.code(), Some(0 | 3)), "{status:?}");
+    let s = summary(&work, "s.json");
+    assert_eq!(s["pending"], 0, "{s}");
+    let throttled = s["throttled"].as_u64().unwrap();
+    assert!(throttled >= 50, "the 429s did not happen: {s}");
+    // The old pace halved at each of them, down to 1/64 of --rate.
+    let lowest = s["lowest_pace_percent"].as_f64().unwrap();
+    assert!(
+        lowest >= 50.0,
+        "the pace collapsed to {lowest}% of --rate: {s}"
+    );
+    // Exhausted rows are the chaos's 5xx and resets, never 429s (which
+    // use up no attempt).
+    for f in read_csv(&work.path("failures.csv")) {
+        assert!(
+            f["status"] != "exhausted" || !f["message"].contains("429"),
+            "{f:?}"
+        );
+    }
+}

@@ -43,6 +43,7 @@ pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
     let faults = Faults {
         latency: args.latency.unwrap_or(base.latency),
         latency_spread: args.latency_spread.unwrap_or(base.latency_spread),
+        status_429: args.fault_429.unwrap_or(base.status_429),
         status_500: args.fault_500.unwrap_or(base.status_500),
         status_502: args.fault_502.unwrap_or(base.status_502),
         status_503: args.fault_503.unwrap_or(base.status_503),
@@ -64,6 +65,7 @@ pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
             calls: r.count as u32,
             period: r.period,
         }),
+        rate_limit_kind: args.rate_limit_kind,
         quota: args.quota.map(|calls| Quota {
             calls,
             period: args.quota_period,

@@ -16,6 +16,9 @@ pub struct Faults {
     pub latency: Duration,
     /// A further delay drawn uniformly in `[0, latency_spread]`.
     pub latency_spread: Duration,
+    /// 429 "Rate limit is exceeded" with Retry-After: 1, whatever the pace
+    /// (a gateway that throttles for reasons of its own).
+    pub status_429: f64,
     pub status_500: f64,
     pub status_502: f64,
     pub status_503: f64,
@@ -38,6 +41,7 @@ impl Default for Faults {
         Faults {
             latency: Duration::ZERO,
             latency_spread: Duration::ZERO,
+            status_429: 0.0,
             status_500: 0.0,
             status_502: 0.0,
             status_503: 0.0,
@@ -57,6 +61,7 @@ impl Faults {
         Faults {
             latency: Duration::from_millis(20),
             latency_spread: Duration::from_millis(80),
+            status_429: 0.0,
             status_500: 0.01,
             status_502: 0.01,
             status_503: 0.02,
@@ -70,7 +75,8 @@ impl Faults {
     }
 
     fn total(&self) -> f64 {
-        self.status_500
+        self.status_429
+            + self.status_500
             + self.status_502
             + self.status_503
             + self.status_504
@@ -95,6 +101,7 @@ impl Fault {
     /// Name in the ledger.
     pub fn name(self) -> &'static str {
         match self {
+            Fault::Status(429) => "fault_429",
             Fault::Status(500) => "fault_500",
             Fault::Status(502) => "fault_502",
             Fault::Status(503) => "fault_503",
@@ -136,6 +143,7 @@ pub fn draw(faults: &Faults, seed: u64, key: &str, nth: u64) -> Draw {
     let half = s.unit() < 0.5;
     let mut edge = 0.0;
     let table = [
+        (faults.status_429, Fault::Status(429)),
         (faults.status_500, Fault::Status(500)),
         (faults.status_502, Fault::Status(502)),
         (faults.status_503, Fault::Status(503)),
@@ -156,7 +164,7 @@ pub fn draw(faults: &Faults, seed: u64, key: &str, nth: u64) -> Draw {
     }
     let fault = fault.map(|f| {
         let phase = match f {
-            Fault::Status(502) | Fault::Status(503) => Phase::BeforeService,
+            Fault::Status(429) | Fault::Status(502) | Fault::Status(503) => Phase::BeforeService,
             Fault::Malformed | Fault::Truncate => Phase::AfterService,
             _ if half => Phase::BeforeService,
             _ => Phase::AfterService,

@@ -57,6 +57,78 @@ impl Window {
     }
 }
 
+/// How the gateway counts calls against its rate limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitKind {
+    /// A sliding window over the period (APIM's `rate-limit-by-key`).
+    #[default]
+    Window,
+    /// A token bucket holding one period's calls, refilled evenly: a burst
+    /// after an idle spell, then the rate.
+    Bucket,
+}
+
+/// A token bucket of `calls` tokens refilled at `calls` per period. A
+/// refused call takes no token.
+#[derive(Debug)]
+pub struct Bucket {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Bucket {
+    pub fn new(limit: RateLimit) -> Bucket {
+        let capacity = f64::from(limit.calls.max(1));
+        Bucket {
+            capacity,
+            per_second: capacity / limit.period.as_secs_f64().max(1e-3),
+            tokens: capacity,
+            last: None,
+        }
+    }
+
+    /// `Ok` if the call at `now` is admitted, else how long until it would be.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        if let Some(last) = self.last {
+            let refill = now.saturating_duration_since(last).as_secs_f64() * self.per_second;
+            self.tokens = (self.tokens + refill).min(self.capacity);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64(
+            (1.0 - self.tokens) / self.per_second,
+        ))
+    }
+}
+
+/// The rate limit, counted one way or the other.
+#[derive(Debug)]
+pub enum Limiter {
+    Window(Window),
+    Bucket(Bucket),
+}
+
+impl Limiter {
+    pub fn new(limit: RateLimit, kind: LimitKind) -> Limiter {
+        match kind {
+            LimitKind::Window => Limiter::Window(Window::new(limit)),
+            LimitKind::Bucket => Limiter::Bucket(Bucket::new(limit)),
+        }
+    }
+
+    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        match self {
+            Limiter::Window(w) => w.admit(now),
+            Limiter::Bucket(b) => b.admit(now),
+        }
+    }
+}
+
 /// Calls left in the current quota period, which starts with the first call.
 #[derive(Debug)]
 pub struct QuotaCounter {
@@ -182,5 +254,26 @@ mod tests {
         assert_eq!(retry_after_secs(ms(1000)), 1);
         assert_eq!(retry_after_secs(ms(1001)), 2);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn a_bucket_admits_a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(RateLimit {
+            calls: 10,
+            period: Duration::from_secs(1),
+        });
+        for _ in 0..10 {
+            assert!(b.admit(t0).is_ok());
+        }
+        let wait = b.admit(t0).unwrap_err();
+        assert!(
+            wait <= Duration::from_millis(100) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        // One token per 100 ms from then on.
+        assert!(b.admit(t0 + Duration::from_millis(100)).is_ok());
+        assert!(b.admit(t0 + Duration::from_millis(150)).is_err());
+        assert!(b.admit(t0 + Duration::from_millis(200)).is_ok());
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 
 pub use faults::Faults;
-pub use limits::{Quota, RateLimit};
+pub use limits::{LimitKind, Quota, RateLimit};
 pub use server::validate_body;
 
 /// The sandbox's credentials (not secrets: they only open the sandbox).
@@ -54,6 +54,8 @@ pub struct Config {
     pub unknown_rate: f64,
     /// The gateway's per-key rate limit (429 beyond it).
     pub rate_limit: Option<RateLimit>,
+    /// How it counts calls against it.
+    pub rate_limit_kind: LimitKind,
     /// The gateway's call quota (403 once spent).
     pub quota: Option<Quota>,
     pub faults: Faults,
@@ -83,6 +85,7 @@ impl Default for Config {
             api_key: API_KEY.into(),
             unknown_rate: DEFAULT_UNKNOWN_RATE,
             rate_limit: None,
+            rate_limit_kind: LimitKind::Window,
             quota: None,
             faults: Faults::default(),
             webhooks: None,

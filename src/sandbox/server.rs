@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::catalogue;
 use super::faults::{self, Fault, Phase};
-use super::limits::{self, QuotaCounter, Window};
+use super::limits::{self, Limiter, QuotaCounter};
 use super::{CloseConnection, Config};
 use crate::spec;
 
@@ -25,7 +25,7 @@ struct Shared {
     tokens: Mutex<HashMap<String, Instant>>,
     token_counter: AtomicU64,
     ledger: Mutex<Ledger>,
-    window: Option<Mutex<Window>>,
+    window: Option<Mutex<Limiter>>,
     quota: Option<Mutex<QuotaCounter>>,
     /// Built on first use: building a client loads root certificates.
     webhook_client: std::sync::OnceLock<reqwest::Client>,
@@ -58,7 +58,9 @@ type Ctx = State<Arc<Shared>>;
 
 pub fn router(config: Config) -> Router {
     let shared = Arc::new(Shared {
-        window: config.rate_limit.map(|r| Mutex::new(Window::new(r))),
+        window: config
+            .rate_limit
+            .map(|r| Mutex::new(Limiter::new(r, config.rate_limit_kind))),
         quota: config.quota.map(|q| Mutex::new(QuotaCounter::new(q))),
         config,
         tokens: Mutex::new(HashMap::new()),
@@ -567,6 +569,14 @@ async fn inject(
             "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>\n",
         )
             .into_response(),
+        Fault::Status(429) => {
+            let mut r = gateway_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit is exceeded. Try again in 1 seconds.",
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
+            r
+        }
         Fault::Status(503) => {
             let mut r = gateway_error(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1u64));
