@@ -232,7 +232,7 @@ fn main() {
     );
     let _ = std::fs::create_dir_all(&out_dir);
 
-    // TRACKMASS_BENCH_ONLY=overhead,rate,latency,scale,checkpoint,resume,sweep
+    // TRACKMASS_BENCH_ONLY=overhead,rate,latency,scale,checkpoint,resume,sweep,quota
     let only = std::env::var("TRACKMASS_BENCH_ONLY").ok();
     let want = |name: &str| {
         only.as_deref()
@@ -450,6 +450,148 @@ fn main() {
             "throughput by concurrency at 50 ms (rows/s)",
             format!("{} (data: {})", figures.join(", "), path.display()),
             "on the Little's-law line c / 0.05 s until the machine's limit",
+        );
+    }
+
+    // 8. The quota: gateways that limit the rate, --rate a multiple of it.
+    if want("quota") {
+        quota_table(k, &out_dir);
+    }
+}
+
+/// One gateway of the quota table.
+struct Gateway {
+    name: &'static str,
+    limit: RateLimit,
+    kind: sandbox::LimitKind,
+    /// What it lets through per second at most.
+    capacity: f64,
+}
+
+/// What one run under a gateway did.
+struct QuotaRun {
+    share: f64,
+    late_429_per_minute: f64,
+    total_429: u64,
+    /// Calls in the busiest second, against --rate.
+    peak_over_rate: f64,
+    timeline: Vec<(u64, u64, u64)>,
+}
+
+fn quota_run(gateway: &Gateway, multiple: f64, seconds: u64) -> QuotaRun {
+    let bench = Bench::start(sandbox::Config {
+        unknown_rate: 0.0,
+        token_ttl: Duration::from_secs(24 * 3600),
+        rate_limit: Some(gateway.limit),
+        rate_limit_kind: gateway.kind,
+        ..sandbox::Config::default()
+    });
+    let dir = tempdir();
+    let rate = gateway.capacity * multiple;
+    let rows = (gateway.capacity * seconds as f64) as usize;
+    let (_, s) = run_rows(
+        &bench,
+        dir.path(),
+        rows,
+        &[
+            "--rate",
+            &format!("{}/s", rate.round()),
+            "--concurrency",
+            "64",
+        ],
+    );
+    let url = format!(
+        "http://{}/_sandbox/stats?documents=false&timeline=true",
+        bench.sb().addr()
+    );
+    let stats: serde_json::Value = bench
+        .runtime
+        .block_on(async { bench.client.get(&url).send().await?.json().await })
+        .expect("stats");
+    let timeline: Vec<(u64, u64, u64)> = stats["timeline"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| Some((e[0].as_u64()?, e[1].as_u64()?, e[2].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sending = s["sending_seconds"].as_f64().unwrap_or(1.0);
+    let late: u64 = timeline.iter().filter(|e| e.0 >= 60).map(|e| e.2).sum();
+    let late_minutes = ((sending - 60.0) / 60.0).max(1.0 / 60.0);
+    QuotaRun {
+        share: s["tracked"].as_f64().unwrap_or(0.0) / sending / gateway.capacity,
+        late_429_per_minute: late as f64 / late_minutes,
+        total_429: timeline.iter().map(|e| e.2).sum(),
+        peak_over_rate: timeline.iter().map(|e| e.1 + e.2).max().unwrap_or(0) as f64 / rate,
+        timeline,
+    }
+}
+
+/// Gateway kind × `--rate` multiple → share of the limit achieved, 429s;
+/// and the timeline of one run, for the plot.
+fn quota_table(k: usize, out_dir: &Path) {
+    let second = Duration::from_secs(1);
+    let gateways = [
+        Gateway {
+            name: "sliding window, 40 per second",
+            limit: RateLimit {
+                calls: 40,
+                period: second,
+            },
+            kind: sandbox::LimitKind::Window,
+            // The sandbox's window allows 5% for clock jitter.
+            capacity: 40.0 / 0.95,
+        },
+        Gateway {
+            name: "sliding window, 1200 per minute",
+            limit: RateLimit {
+                calls: 1200,
+                period: Duration::from_secs(60),
+            },
+            kind: sandbox::LimitKind::Window,
+            capacity: 20.0 / 0.95,
+        },
+        Gateway {
+            name: "token bucket, 40 per second",
+            limit: RateLimit {
+                calls: 40,
+                period: second,
+            },
+            kind: sandbox::LimitKind::Bucket,
+            capacity: 40.0,
+        },
+    ];
+    let seconds = 150 / k as u64;
+    for gateway in &gateways {
+        let mut cells = Vec::new();
+        for multiple in [1.0, 2.0, 3.0, 10.0] {
+            let run = quota_run(gateway, multiple, seconds);
+            cells.push(format!(
+                "{multiple}×: {:.3} of the limit, {} × 429 ({:.1}/min after the first minute), peak second {:.2} of --rate",
+                run.share, run.total_429, run.late_429_per_minute, run.peak_over_rate
+            ));
+            if gateway.kind == sandbox::LimitKind::Window
+                && gateway.limit.period == second
+                && multiple == 3.0
+            {
+                let mut csv = String::from("second,let_through,refused,limit\n");
+                for (s, through, refused) in &run.timeline {
+                    csv.push_str(&format!(
+                        "{s},{through},{refused},{:.1}\n",
+                        gateway.capacity
+                    ));
+                }
+                let _ = std::fs::write(out_dir.join("pace.csv"), csv);
+            }
+        }
+        row(
+            &format!(
+                "quota: {}, {seconds} s of rows, --rate 1×/2×/3×/10× the limit",
+                gateway.name
+            ),
+            cells.join("; "),
+            "≥ 0.95 of the limit, ≤ 1 × 429 per minute after the first, never above --rate",
         );
     }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole benchmark in one command: the table (cargo bench --bench
-# throughput), then the plot of throughput against concurrency.
+# throughput), then the plots of throughput against concurrency and of one
+# run's pace against a gateway's limit.
 #
-#   scripts/bench.sh            # full sizes (about 10 minutes on 2 cores)
+#   scripts/bench.sh            # full sizes (about 40 minutes on 2 cores)
 #   TRACKMASS_BENCH_SCALE=small scripts/bench.sh   # a quick look
 #
 # Needs wrk for the overhead row (Debian: apt-get install wrk) and Python 3
@@ -19,3 +20,4 @@ if [ ! -x target/bench/venv/bin/python ]; then
     target/bench/venv/bin/pip install --quiet --disable-pip-version-check matplotlib
 fi
 target/bench/venv/bin/python scripts/plot_concurrency.py target/bench/concurrency.csv docs/throughput-by-concurrency.png
+target/bench/venv/bin/python scripts/plot_pace.py target/bench/pace.csv docs/pace-over-time.png

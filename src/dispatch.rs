@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Api, AuthError, Bearer, CredentialNames};
 use crate::config::DispatchSettings;
 use crate::pace::{Pace, Throttle};
+use crate::progress::PaceView;
 use crate::retry::{self, Breaker, Credential, FailureKind, TransportFailure, Verdict};
 use crate::store::{Outcome, PendingItem, Status, Writer};
 
@@ -63,6 +64,14 @@ struct Ctx {
     throttled: AtomicU64,
     fatal: Mutex<Option<String>>,
     pace: Mutex<Pace>,
+    /// What the progress display shows of the pace.
+    view: Arc<PaceView>,
+    /// Time of the HTTP answers (microseconds, summed) and their count,
+    /// for Little's law: `--concurrency` / latency bounds the rate.
+    latency_us: AtomicU64,
+    answers: AtomicU64,
+    /// The warning that `--concurrency` cannot reach `--rate` was given.
+    told_concurrency: std::sync::atomic::AtomicBool,
     breaker: Mutex<Breaker>,
     /// The last transient failure's reason, for an outage's message.
     last_failure: Mutex<String>,
@@ -94,7 +103,16 @@ impl Ctx {
     async fn gate(&self) -> bool {
         loop {
             let (slot, epoch) = match self.pace.lock() {
-                Ok(mut p) => (p.reserve(Instant::now()), p.epoch()),
+                Ok(mut p) => {
+                    let now = Instant::now();
+                    let slot = p.reserve(now);
+                    self.view.report(
+                        p.rate(slot),
+                        self.settings.rate.per_second(),
+                        p.paused_until(now).map(|u| u - now),
+                    );
+                    (slot, p.epoch())
+                }
                 Err(_) => (Instant::now(), 0),
             };
             if slot > Instant::now() {
@@ -174,7 +192,12 @@ impl Ctx {
     /// the gateway let it through.
     fn let_through(&self, sent_at: Instant) {
         if let Ok(mut p) = self.pace.lock() {
-            p.accepted(sent_at, Instant::now());
+            let before = (p.epoch(), p.judging());
+            let now = Instant::now();
+            p.accepted(sent_at, now);
+            if (p.epoch(), p.judging()) != before {
+                tracing::debug!("pace after judging a decrease: {}", p.state(now));
+            }
         }
     }
 
@@ -225,6 +248,53 @@ impl Ctx {
         ));
     }
 
+    /// An HTTP answer came `took` after its request left. Once enough
+    /// have, says (once) if `--concurrency` cannot reach `--rate` at this
+    /// latency (Little's law: requests in flight / time per request), and
+    /// what would.
+    fn answered_in(&self, took: Duration) {
+        let n = self.answers.fetch_add(1, Ordering::Relaxed) + 1;
+        let sum = self
+            .latency_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed)
+            + took.as_micros() as u64;
+        let sending = self
+            .first_sent
+            .get()
+            .map_or(Duration::ZERO, |t| t.elapsed());
+        if n < 50
+            || sending < Duration::from_secs(2)
+            || self.told_concurrency.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        self.told_concurrency.store(true, Ordering::Relaxed);
+        let latency = sum as f64 / n as f64 / 1e6;
+        let rate = self.settings.rate.per_second();
+        let concurrency = self.settings.concurrency as f64;
+        let reach = concurrency / latency.max(1e-6);
+        if reach < 0.9 * rate {
+            let needed = (rate * latency * 1.2).ceil().max(concurrency + 1.0);
+            tracing::warn!(
+                "--concurrency {} cannot reach --rate {}: requests take {:.0} ms, so {} in flight \
+                 make at most {reach:.1}/s (Little's law); --concurrency {needed:.0} would, and the \
+                 ETA of the progress lines follows the real pace",
+                self.settings.concurrency,
+                self.settings.rate,
+                latency * 1000.0,
+                self.settings.concurrency,
+            );
+        }
+    }
+
+    /// Whether the pace is as slow as it goes.
+    fn pace_at_floor(&self) -> bool {
+        self.pace
+            .lock()
+            .map(|p| p.factor(Instant::now()) <= crate::pace::MIN_FACTOR * 1.01)
+            .unwrap_or(true)
+    }
+
     fn last_reason(&self) -> String {
         self.last_failure
             .lock()
@@ -240,6 +310,12 @@ impl Ctx {
         };
         let now = Instant::now();
         let reaction = p.throttled(sent_at, now, retry_after);
+        tracing::debug!("429: {reaction:?}; pace: {}", p.state(now));
+        self.view.report(
+            p.rate(now),
+            self.settings.rate.per_second(),
+            p.paused_until(now).map(|u| u - now),
+        );
         if let Throttle::Paused { until } = reaction {
             let rate = p.rate(until);
             tracing::warn!(
@@ -263,6 +339,7 @@ pub async fn dispatch(
     writer: Arc<Writer>,
     mut items: mpsc::Receiver<PendingItem>,
     settings: DispatchSettings,
+    view: Arc<PaceView>,
     stop: CancellationToken,
 ) -> DispatchReport {
     let ctx = Arc::new(Ctx {
@@ -273,6 +350,10 @@ pub async fn dispatch(
             settings.burst,
             Instant::now(),
         )),
+        view,
+        latency_us: AtomicU64::new(0),
+        answers: AtomicU64::new(0),
+        told_concurrency: std::sync::atomic::AtomicBool::new(false),
         breaker: Mutex::new(Breaker::new(settings.trip_after)),
         last_failure: Mutex::new(String::new()),
         settings,
@@ -384,6 +465,9 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 ..
             }
         );
+        if answered {
+            ctx.answered_in(sent_at.elapsed());
+        }
         if answered && !throttled_429 {
             ctx.let_through(sent_at);
         }
@@ -498,7 +582,12 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                     ),
                     _ => unreachable!("matched above"),
                 };
-                ctx.api_failed(kind, &reason);
+                // A 429 is the pace's to answer, not a sign that the API is
+                // down: it counts towards the breaker only once the pace
+                // can slow down no further.
+                if !throttled || ctx.pace_at_floor() {
+                    ctx.api_failed(kind, &reason);
+                }
                 maybe_sent |= arrived;
                 if let Some(wait) = retry_after
                     && wait > longest_wait(&ctx.settings)

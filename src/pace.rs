@@ -144,7 +144,7 @@ impl Accepted {
         } else {
             since_first.min(horizon)
         };
-        if since_first.min(span) < Duration::from_secs(1) {
+        if since_first.min(span) < Duration::from_secs(1) || horizon < Duration::from_secs(1) {
             return None;
         }
         let s = self.second(now);
@@ -259,6 +259,23 @@ impl Pace {
         self.limit
     }
 
+    /// Whether a decrease is being judged.
+    pub fn judging(&self) -> bool {
+        self.evaluation.is_some()
+    }
+
+    /// The state, for a debug log line.
+    pub fn state(&self, now: Instant) -> String {
+        format!(
+            "rate {:.1}/s, limit {:?}, noise {:.3}, judging {:?}, recent 429 share {:.2}",
+            self.rate(now),
+            self.limit.map(|l| (l * 10.0).round() / 10.0),
+            self.noise,
+            self.evaluation.map(|e| (e.answered, e.throttled)),
+            self.recent_share()
+        )
+    }
+
     /// Until when every request is paused, if it is at `now`.
     pub fn paused_until(&self, now: Instant) -> Option<Instant> {
         self.paused_until.filter(|until| now < *until)
@@ -362,16 +379,28 @@ impl Pace {
         // Gateways count per second or per minute (APIM's renewal period is
         // in seconds, up to 300): a wait over a second says a long period.
         let long_period = self.period_hint > Duration::from_millis(1500);
+        // Over a short period, only what got through since the rate last
+        // settled counts: a stretch of pauses and waiting rows says less.
         let horizon = if long_period {
             HORIZON
         } else {
-            Duration::from_secs(10)
+            let steady = self
+                .climb_at
+                .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
+            Duration::from_secs(10).min(steady)
         };
-        let hit_at = self
+        let through = self
             .accepted
             .rate(now, horizon, long_period)
             .unwrap_or(current)
             .min(current);
+        // Close to the rate (a probe just went over) the pace of the
+        // moment is the better figure: what got through is only the pace.
+        let hit_at = if !long_period && through >= 0.9 * current {
+            current
+        } else {
+            through
+        };
         self.limit = Some(hit_at.max(self.ceiling * MIN_FACTOR));
         let cut = (BETA * hit_at).clamp(self.ceiling * MIN_FACTOR, current);
         let until = now.checked_add(wait).unwrap_or(now);

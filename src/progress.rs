@@ -6,9 +6,9 @@
 //! this run does.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,59 @@ pub struct Totals {
     pub done_before: u64,
     /// Of those answered before, how many failed.
     pub failed_before: u64,
+}
+
+/// What the pace is doing, as the dispatcher reports it at every booking
+/// (atomics: the display reads them without getting in its way).
+#[derive(Debug, Default)]
+pub struct PaceView {
+    /// Unix time in milliseconds until which every request is paused by a
+    /// 429 (0: none).
+    paused_until_ms: AtomicU64,
+    /// The rate in force, in thousandths of a request per second.
+    rate_milli: AtomicU64,
+    /// `--rate`, the same way.
+    ceiling_milli: AtomicU64,
+}
+
+/// A reading of [`PaceView`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PaceShown {
+    pub paused_until: Option<SystemTime>,
+    pub rate: f64,
+    pub ceiling: f64,
+}
+
+impl PaceView {
+    /// Records the pace: its rate, `--rate`, and a pause ending `pause`
+    /// from now, if any.
+    pub fn report(&self, rate: f64, ceiling: f64, pause: Option<Duration>) {
+        let milli = |r: f64| (r * 1000.0).clamp(0.0, 1e15) as u64;
+        self.rate_milli.store(milli(rate), Ordering::Relaxed);
+        self.ceiling_milli.store(milli(ceiling), Ordering::Relaxed);
+        let until = pause
+            .and_then(|p| SystemTime::now().checked_add(p))
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64);
+        self.paused_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    /// What to show now: `None` before the first report.
+    pub fn read(&self) -> Option<PaceShown> {
+        let ceiling = self.ceiling_milli.load(Ordering::Relaxed) as f64 / 1000.0;
+        if ceiling == 0.0 {
+            return None;
+        }
+        let until_ms = self.paused_until_ms.load(Ordering::Relaxed);
+        let paused_until = (until_ms > 0)
+            .then(|| SystemTime::UNIX_EPOCH + Duration::from_millis(until_ms))
+            .filter(|t| *t > SystemTime::now());
+        Some(PaceShown {
+            paused_until,
+            rate: self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            ceiling,
+        })
+    }
 }
 
 /// Throughput over a sliding window.
@@ -118,16 +171,55 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
-/// One line describing where the run stands.
-pub fn describe(totals: &Totals, tracked: u64, failed: u64, speed: Option<f64>) -> String {
+/// One line describing where the run stands: during a pause, when it
+/// ends (and the ETA from the pace after it); below `--rate`, the pace.
+pub fn describe(
+    totals: &Totals,
+    tracked: u64,
+    failed: u64,
+    speed: Option<f64>,
+    pace: Option<PaceShown>,
+) -> String {
     let done = totals.done_before + tracked + failed;
     let remaining = totals.total.saturating_sub(done);
     let failed_all = totals.failed_before + failed;
+    let head = format!("{done}/{} done, {failed_all} failed", totals.total);
+    if let Some(p) = pace
+        && let Some(until) = p.paused_until
+    {
+        let left = until
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let after = eta(remaining, Some(p.rate)).map(|e| e + left);
+        return format!(
+            "{head}, paused by 429 until {} UTC, then {:.1}/s of --rate {:.1}/s, ETA {}",
+            clock(until),
+            p.rate,
+            p.ceiling,
+            after.map_or("unknown".to_string(), format_duration)
+        );
+    }
     let speed_text = speed.map_or("-".to_string(), |s| format!("{s:.1}/s"));
+    let pace_text = match pace {
+        Some(p) if p.rate < 0.995 * p.ceiling => {
+            format!(" (pace {:.1}/s of --rate {:.1}/s)", p.rate, p.ceiling)
+        }
+        _ => String::new(),
+    };
     let eta_text = eta(remaining, speed).map_or("unknown".to_string(), format_duration);
+    format!("{head}, {speed_text}{pace_text}, ETA {eta_text}")
+}
+
+/// `02:14:05` (UTC, as the log lines).
+fn clock(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     format!(
-        "{done}/{} done, {failed_all} failed, {speed_text}, ETA {eta_text}",
-        totals.total
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
     )
 }
 
@@ -142,23 +234,21 @@ impl Progress {
         display: Display,
         totals: Totals,
         committed: Arc<Committed>,
+        pace: Arc<PaceView>,
         slot: BarSlot,
     ) -> Progress {
         let stop = CancellationToken::new();
+        let watched = Watched {
+            totals,
+            committed,
+            pace,
+        };
         let task = match display {
             Display::Off => None,
-            Display::Bar => Some(tokio::spawn(bar_loop(
-                totals,
-                committed,
-                slot,
-                stop.clone(),
-            ))),
-            Display::Lines { interval } => Some(tokio::spawn(line_loop(
-                totals,
-                committed,
-                interval,
-                stop.clone(),
-            ))),
+            Display::Bar => Some(tokio::spawn(bar_loop(watched, slot, stop.clone()))),
+            Display::Lines { interval } => {
+                Some(tokio::spawn(line_loop(watched, interval, stop.clone())))
+            }
         };
         Progress { stop, task }
     }
@@ -171,19 +261,29 @@ impl Progress {
     }
 }
 
-fn counts(committed: &Committed) -> (u64, u64) {
-    (
-        committed.tracked.load(Ordering::Relaxed),
-        committed.failed.load(Ordering::Relaxed),
-    )
-}
-
-async fn bar_loop(
+/// What the display reads.
+struct Watched {
     totals: Totals,
     committed: Arc<Committed>,
-    slot: BarSlot,
-    stop: CancellationToken,
-) {
+    pace: Arc<PaceView>,
+}
+
+impl Watched {
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.committed.tracked.load(Ordering::Relaxed),
+            self.committed.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    fn describe(&self, speed: Option<f64>) -> String {
+        let (tracked, failed) = self.counts();
+        describe(&self.totals, tracked, failed, speed, self.pace.read())
+    }
+}
+
+async fn bar_loop(watched: Watched, slot: BarSlot, stop: CancellationToken) {
+    let totals = watched.totals;
     let target = ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 10);
     let bar = ProgressBar::with_draw_target(Some(totals.total), target);
     let style = ProgressStyle::with_template("{bar:30.cyan/blue} {msg}")
@@ -198,10 +298,10 @@ async fn bar_loop(
             _ = stop.cancelled() => true,
             _ = tick.tick() => false,
         };
-        let (tracked, failed) = counts(&committed);
+        let (tracked, failed) = watched.counts();
         speed.push(Instant::now(), tracked + failed);
         bar.set_position(totals.done_before + tracked + failed);
-        bar.set_message(describe(&totals, tracked, failed, speed.per_second()));
+        bar.set_message(watched.describe(speed.per_second()));
         if stopping {
             break;
         }
@@ -210,12 +310,7 @@ async fn bar_loop(
     bar.finish_and_clear();
 }
 
-async fn line_loop(
-    totals: Totals,
-    committed: Arc<Committed>,
-    interval: Duration,
-    stop: CancellationToken,
-) {
+async fn line_loop(watched: Watched, interval: Duration, stop: CancellationToken) {
     let mut speed = Speed::new(Duration::from_secs(60).max(interval * 3));
     speed.push(Instant::now(), 0);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -224,12 +319,9 @@ async fn line_loop(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let (tracked, failed) = counts(&committed);
+        let (tracked, failed) = watched.counts();
         speed.push(Instant::now(), tracked + failed);
-        tracing::info!(
-            "progress: {}",
-            describe(&totals, tracked, failed, speed.per_second())
-        );
+        tracing::info!("progress: {}", watched.describe(speed.per_second()));
     }
 }
 
@@ -273,7 +365,38 @@ mod tests {
             done_before: 900,
             failed_before: 5,
         };
-        let line = describe(&totals, 50, 0, Some(10.0));
+        let line = describe(&totals, 50, 0, Some(10.0), None);
         assert_eq!(line, "950/1000 done, 5 failed, 10.0/s, ETA 5s");
+    }
+
+    #[test]
+    fn a_pause_and_a_slower_pace_are_shown() {
+        let totals = Totals {
+            total: 1000,
+            done_before: 0,
+            failed_before: 0,
+        };
+        let view = PaceView::default();
+        view.report(20.0, 60.0, Some(Duration::from_secs(30)));
+        let line = describe(&totals, 400, 0, Some(0.0), view.read());
+        assert!(
+            line.starts_with("400/1000 done, 0 failed, paused by 429 until "),
+            "{line}"
+        );
+        // 600 left at 20/s after about 30 s of pause.
+        assert!(
+            line.contains("UTC, then 20.0/s of --rate 60.0/s, ETA 59s")
+                || line.contains("ETA 1m 00s"),
+            "{line}"
+        );
+        view.report(20.0, 60.0, None);
+        let line = describe(&totals, 400, 0, Some(19.5), view.read());
+        assert_eq!(
+            line,
+            "400/1000 done, 0 failed, 19.5/s (pace 20.0/s of --rate 60.0/s), ETA 30s"
+        );
+        view.report(60.0, 60.0, None);
+        let line = describe(&totals, 400, 0, Some(59.0), view.read());
+        assert_eq!(line, "400/1000 done, 0 failed, 59.0/s, ETA 10s");
     }
 }

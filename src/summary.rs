@@ -94,10 +94,13 @@ impl Summary {
             "rows with other fields than the ledger holds (not applied)",
         );
         count(self.pending, "pending");
-        let rate = if self.elapsed_seconds > 0.0 {
-            self.requests as f64 / self.elapsed_seconds
+        // The rate of sending (first request out to last answer in), not
+        // of the whole run with its loading; left out where a handful of
+        // requests make no rate.
+        let rate = if self.requests >= 10 && self.sending_seconds > 0.0 {
+            format!(" ({:.1}/s)", self.requests as f64 / self.sending_seconds)
         } else {
-            0.0
+            String::new()
         };
         let head = match self.command {
             Command::Run => {
@@ -121,11 +124,10 @@ impl Summary {
             Command::Resume => format!("{} (resume)", self.input),
         };
         let mut line = format!(
-            "{head} → {}; {} requests in {:.1}s ({:.1}/s)",
+            "{head} → {}; {} requests in {:.1}s{rate}",
             parts.join(", "),
             self.requests,
             self.elapsed_seconds,
-            rate
         );
         if self.resent_after_interruption > 0 {
             line.push_str(&format!(

@@ -11,6 +11,7 @@ mod faults;
 mod fuzz;
 mod ledger;
 mod operate;
+mod pace;
 mod prism;
 mod run;
 mod sandbox;

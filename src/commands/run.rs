@@ -337,11 +337,15 @@ async fn work(
             String::new()
         };
         tracing::info!(
-            "{pending} rows to send{included} at {} with {} in flight (about {})",
+            "{pending} rows to send{included} at {} with {} in flight (about {} at --rate; \
+             longer if the API takes more than {} ms a request, or asks to slow down)",
             config.dispatch.rate,
             config.dispatch.concurrency,
             progress::eta(pending, Some(config.dispatch.rate.per_second()))
-                .map_or_else(|| "unknown".into(), progress::format_duration)
+                .map_or_else(|| "unknown".into(), progress::format_duration),
+            // Little's law: what --concurrency allows at --rate.
+            (config.dispatch.concurrency as f64 / config.dispatch.rate.per_second() * 1000.0)
+                .round()
         );
         let (r, stop) =
             send_pending(config, ui, store, invocation, api, totals, started.instant).await?;
@@ -552,7 +556,14 @@ async fn send_pending(
         .context("cannot start the state reader thread")?;
 
     let display = progress_display(config.progress, config.progress_interval, ui);
-    let progress = Progress::start(display, totals, writer.committed(), ui.slot.clone());
+    let view = Arc::new(crate::progress::PaceView::default());
+    let progress = Progress::start(
+        display,
+        totals,
+        writer.committed(),
+        view.clone(),
+        ui.slot.clone(),
+    );
 
     let stop = CancellationToken::new();
     let stopped_by: Arc<std::sync::Mutex<Option<StopReason>>> = Arc::default();
@@ -575,6 +586,7 @@ async fn send_pending(
         writer.clone(),
         rx,
         config.dispatch.clone(),
+        view,
         stop.clone(),
     )
     .await;

@@ -46,9 +46,25 @@ struct Ledger {
     seen: HashMap<String, u64>,
     webhooks_delivered: u64,
     webhooks_failed: u64,
+    /// With a rate limit: calls the gateway let through and refused (429),
+    /// per second since its first call, for a timeline of the pace.
+    first_call: Option<Instant>,
+    timeline: BTreeMap<u64, (u64, u64)>,
 }
 
 impl Ledger {
+    /// A call counted by the rate limit at `now`: let through or refused.
+    fn limited(&mut self, now: Instant, refused: bool) {
+        let first = *self.first_call.get_or_insert(now);
+        let second = now.saturating_duration_since(first).as_secs();
+        let entry = self.timeline.entry(second).or_default();
+        if refused {
+            entry.1 += 1;
+        } else {
+            entry.0 += 1;
+        }
+    }
+
     fn count(&mut self, outcome: &'static str) {
         *self.outcomes.entry(outcome).or_default() += 1;
     }
@@ -355,10 +371,16 @@ fn gateway(
         return Some(r);
     }
     let now = Instant::now();
-    if let Some(window) = &shared.window
-        && let Ok(mut w) = window.lock()
-        && let Err(wait) = w.admit(now)
+    let verdict = shared
+        .window
+        .as_ref()
+        .and_then(|window| window.lock().ok().map(|mut w| w.admit(now)));
+    if let Some(admitted) = verdict
+        && let Ok(mut l) = shared.ledger.lock()
     {
+        l.limited(now, admitted.is_err());
+    }
+    if let Some(Err(wait)) = verdict {
         record(shared, "rate_limited");
         let secs = limits::retry_after_secs(wait);
         let mut r = gateway_error(
@@ -805,6 +827,9 @@ pub fn validate_body(value: &Value) -> Result<String, Vec<Value>> {
 struct StatsQuery {
     /// `documents=false` leaves out the per-document counts.
     documents: Option<bool>,
+    /// `timeline=true` adds, with a rate limit, the calls let through and
+    /// refused per second since the first one.
+    timeline: Option<bool>,
 }
 
 async fn stats(State(shared): Ctx, Query(q): Query<StatsQuery>) -> Response {
@@ -824,6 +849,14 @@ async fn stats(State(shared): Ctx, Query(q): Query<StatsQuery>) -> Response {
     });
     if q.documents.unwrap_or(true) {
         body["documents"] = json!(l.created);
+    }
+    if q.timeline.unwrap_or(false) {
+        body["timeline"] = json!(
+            l.timeline
+                .iter()
+                .map(|(second, (through, refused))| json!([second, through, refused]))
+                .collect::<Vec<_>>()
+        );
     }
     json_response(StatusCode::OK, body)
 }

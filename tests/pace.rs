@@ -1,0 +1,101 @@
+//! What the pace says, through the binary: a `--concurrency` that cannot
+//! reach `--rate` is named with the value that would, a 429's pause is
+//! shown as a pause (not as "0.0/s, ETA unknown"), and the summary's rate
+//! is the sending rate.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use trackmass::sandbox::{Config, Faults, RateLimit};
+
+use crate::common::*;
+
+#[test]
+fn a_concurrency_too_small_for_the_rate_is_named_with_the_one_that_would_do() {
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        faults: Faults {
+            latency: Duration::from_millis(100),
+            ..Faults::default()
+        },
+        ..Config::default()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("LW", 300)));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "200/s",
+        "--concurrency",
+        "8",
+        "--summary",
+        "s.json",
+    ]));
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("--concurrency 8 cannot reach --rate 200/s: requests take 10"),
+        "{err}"
+    );
+    assert!(err.contains("in flight make at most 7"), "{err}");
+    let would: u32 = err
+        .split("; --concurrency ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no suggestion in {err}"));
+    // 200/s × 0.1 s = 20 in flight, with some headroom.
+    assert!((20..=30).contains(&would), "{would}");
+    // The summary's rate is what sending achieved, about 8 / 0.1 s.
+    let s = json(&work.read("s.json"));
+    let rate = s["requests"].as_f64().unwrap() / s["sending_seconds"].as_f64().unwrap();
+    assert!(rate < 85.0, "{rate}");
+    let line = stdout(&out);
+    let shown: f64 = line
+        .rsplit_once("s (")
+        .and_then(|(_, r)| r.split("/s)").next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {line}"));
+    assert!(
+        (shown - rate).abs() < 0.2,
+        "{shown} shown, {rate} achieved: {line}"
+    );
+}
+
+#[test]
+fn a_pause_for_a_429_is_shown_as_a_pause_with_its_end() {
+    // 30 calls per 10 s: the first burst passes, then the gateway asks to
+    // wait several seconds.
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        rate_limit: Some(RateLimit {
+            calls: 30,
+            period: Duration::from_secs(10),
+        }),
+        ..Config::default()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("PS", 200)));
+    let mut child = work
+        .run_against(&sandbox, "in.csv")
+        .args(["--rate", "100/s", "--progress-interval", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().expect("piped");
+    let mut paused = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("log line");
+        if line.contains("progress:") && line.contains("paused by 429 until ") {
+            paused = Some(line);
+            break;
+        }
+    }
+    signal(&child, libc::SIGINT);
+    let _ = child.wait();
+    let line = paused.expect("a progress line during the pause");
+    assert!(line.contains("UTC, then "), "{line}");
+    assert!(line.contains("of --rate 100.0/s, ETA "), "{line}");
+    assert!(!line.contains("ETA unknown"), "{line}");
+}
