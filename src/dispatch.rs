@@ -16,12 +16,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Api, AuthError, Bearer, CredentialNames};
+use crate::api::{Api, AuthError, Bearer};
+use crate::attempt::{self, Attempts, Facts, Step};
 use crate::config::DispatchSettings;
 use crate::pace::{Pace, Throttle};
 use crate::progress::PaceView;
-use crate::retry::{self, Breaker, Credential, FailureKind, TransportFailure, Verdict};
-use crate::store::{Outcome, PendingItem, Status, Writer};
+use crate::retry::{self, Breaker, FailureKind, TransportFailure, Verdict};
+use crate::store::{Outcome, PendingItem, Writer};
 
 /// What dispatching did.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,6 +288,83 @@ impl Ctx {
         }
     }
 
+    /// Takes in what an answer says for the run (latency, the pace, the
+    /// breaker, the token), and gathers what the row's policy needs.
+    fn observe(
+        &self,
+        verdict: &Verdict,
+        sent_at: Instant,
+        generation: u64,
+        line: u64,
+        row: &Attempts,
+    ) -> Facts<'_> {
+        let answered = !matches!(verdict, Verdict::Unanswered { .. });
+        let (throttled, retry_after, reason) = match verdict {
+            Verdict::Retry {
+                throttled,
+                retry_after,
+                reason,
+                ..
+            } => (*throttled, *retry_after, reason.as_str()),
+            Verdict::Unanswered { reason, .. } => (false, None, reason.as_str()),
+            _ => (false, None, ""),
+        };
+        if answered {
+            self.answered_in(sent_at.elapsed());
+        }
+        if answered && !throttled {
+            self.let_through(sent_at);
+        }
+        match verdict {
+            Verdict::BadResponse { reason, .. } => {
+                tracing::warn!(line, "{reason}");
+                self.api_worked(generation);
+            }
+            Verdict::Created { .. } | Verdict::RowError { .. } => self.api_worked(generation),
+            _ => {}
+        }
+        // A 429 is the pace's to answer, not a sign that the API is down:
+        // it counts towards the breaker only once the pace can slow down
+        // no further.
+        if let Some(kind) = attempt::failure_kind(verdict)
+            && (!throttled || self.pace_at_floor())
+        {
+            self.api_failed(kind, reason);
+        }
+        let throttle = throttled.then(|| self.throttled(sent_at, retry_after));
+        Facts {
+            line,
+            max_attempts: self.settings.max_attempts,
+            longest_wait: longest_wait(&self.settings),
+            can_refresh: self.api.auth().can_refresh(),
+            token_accepted_since: self.api.auth().accepted_since(generation),
+            throttle,
+            backoff: retry::backoff(
+                row.failures + 1,
+                self.settings.backoff_base,
+                self.settings.backoff_cap,
+                fastrand::f64(),
+            ),
+            names: self.api.names(),
+            endpoint: self.api.endpoint(),
+        }
+    }
+
+    /// A row ran out of attempts: `exhausted`, or, if the breaker keeps it
+    /// as a victim of an outage, left to a trip's requeue (recorded under
+    /// the breaker's lock, so that the requeue comes after it); once the
+    /// breaker has tripped, pending at once.
+    fn ran_out(&self, id: i64, maybe_sent: bool, exhausted: Outcome) {
+        let mut breaker = self.breaker.lock();
+        match breaker.as_mut().map(|b| b.ran_out(id, maybe_sent)) {
+            Ok(false) => {
+                drop(breaker);
+                self.record(id, Outcome::Requeue { maybe_sent });
+            }
+            _ => self.record(id, exhausted),
+        }
+    }
+
     /// Whether the pace is as slow as it goes.
     fn pace_at_floor(&self) -> bool {
         self.pace
@@ -418,18 +496,14 @@ fn reap(done: Result<(), tokio::task::JoinError>, ctx: &Ctx) {
     }
 }
 
-/// Sends one row until it has a final outcome (or dispatch stops).
+/// Sends one row until it has a final outcome (or dispatch stops): the
+/// driver of [`attempt::next`], which decides each step.
 async fn send_one(item: PendingItem, ctx: &Ctx) {
+    let mut row = Attempts {
+        maybe_sent: item.was_in_flight,
+        ..Attempts::default()
+    };
     let mut posts: u32 = 0;
-    // Transient failures other than 429s: those count against
-    // --max-attempts. A 429 is the run's pace, not the row's fault.
-    let mut failures: u32 = 0;
-    // Fresh tokens fetched after this row's 401s.
-    let mut renewals: u32 = 0;
-    // Whether a request for this row may have reached the service
-    // unanswered (in this run, or before it: an interrupted one). When the
-    // row goes back to pending, its next request is then a re-send.
-    let mut maybe_sent = item.was_in_flight;
     loop {
         // The row is durably in flight first, then waits for its turn, then
         // goes out at once: the time between the rate slot and the request
@@ -440,7 +514,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             return;
         }
         let not_sent = Outcome::NotSent {
-            was_in_flight: maybe_sent,
+            was_in_flight: row.maybe_sent,
         };
         let bearer = match ctx.turn().await {
             Ok(Some(b)) => b,
@@ -457,205 +531,42 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         let sent_at = Instant::now();
         ctx.first_sent.get_or_init(|| sent_at);
         let verdict = ctx.api.track(&bearer, &item.payload).await;
-        let answered = !matches!(verdict, Verdict::Unanswered { .. });
-        let throttled_429 = matches!(
-            verdict,
-            Verdict::Retry {
-                throttled: true,
-                ..
-            }
-        );
-        if answered {
-            ctx.answered_in(sent_at.elapsed());
-        }
-        if answered && !throttled_429 {
-            ctx.let_through(sent_at);
-        }
-        let generation = bearer.generation;
         posts += 1;
         ctx.requests.fetch_add(1, Ordering::Relaxed);
         if posts == 1 && item.was_in_flight {
             ctx.resent.fetch_add(1, Ordering::Relaxed);
         }
         tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
-        match verdict {
-            Verdict::Created { tracking_id, units } => {
-                ctx.api_worked(generation);
-                ctx.record(item.id, Outcome::Tracked { tracking_id, units });
+        let facts = ctx.observe(&verdict, sent_at, bearer.generation, item.line, &row);
+        let requeue = |row: &Attempts| Outcome::Requeue {
+            maybe_sent: row.maybe_sent,
+        };
+        match attempt::next(verdict, &mut row, &facts) {
+            Step::Finish(outcome) => {
+                ctx.record(item.id, outcome);
                 return;
             }
-            Verdict::BadResponse {
-                http_status,
-                reason,
-            } => {
-                ctx.api_worked(generation);
-                tracing::warn!(line = item.line, "{reason}");
-                ctx.record(
-                    item.id,
-                    failed(Status::BadResponse, Some(http_status), "", reason, ""),
-                );
+            Step::RanOut(exhausted) => {
+                ctx.ran_out(item.id, row.maybe_sent, exhausted);
                 return;
             }
-            Verdict::RowError {
-                http_status,
-                code,
-                message,
-                details,
-            } => {
-                ctx.api_worked(generation);
-                ctx.record(
-                    item.id,
-                    failed(Status::Failed, Some(http_status), &code, message, &details),
-                );
-                return;
-            }
-            Verdict::Unauthorized { culprit, message } => {
-                let refreshable =
-                    culprit == Credential::AccessToken && ctx.api.auth().can_refresh();
-                // The first 401 gets a fresh token. A later one does too if
-                // the API accepted that token (or a newer one) meanwhile: it
-                // ran out while this row waited to retry, the credentials
-                // are fine. A fresh token never accepted is refused ones.
-                let renew = refreshable
-                    && renewals < MAX_TOKEN_RENEWALS
-                    && (renewals == 0 || ctx.api.auth().accepted_since(generation));
-                if renew {
-                    renewals += 1;
-                    ctx.api.auth().invalidate(generation);
-                    continue;
-                }
-                ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                let message = if refreshable
-                    && renewals >= MAX_TOKEN_RENEWALS
-                    && ctx.api.auth().accepted_since(generation)
-                {
-                    format!(
-                        "the API refused {renewals} fresh access tokens for line {}, though \
-                         it accepted them for others: tokens seem to be revoked before their \
-                         expires_in ({message}); rerun to continue",
-                        item.line
-                    )
-                } else {
-                    unauthorized_message(culprit, &message, refreshable, ctx.api.names())
-                };
-                ctx.fatal(message);
-                return;
-            }
-            Verdict::Fatal { message, .. } => {
-                ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                ctx.fatal(format!(
-                    "{message}; rows not sent stay pending, rerun to continue"
-                ));
-                return;
-            }
-            Verdict::Unanswered { failure, reason } if failure.permanent() => {
-                ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                ctx.fatal(permanent_failure_message(
-                    failure,
-                    &reason,
-                    ctx.api.endpoint(),
-                ));
-                return;
-            }
-            verdict @ (Verdict::Unanswered { .. } | Verdict::Retry { .. }) => {
-                let (kind, http_status, reason, retry_after, throttled, arrived) = match verdict {
-                    Verdict::Unanswered { failure, reason } => (
-                        FailureKind::Transport(failure),
-                        None,
-                        reason,
-                        None,
-                        false,
-                        failure.maybe_sent(),
-                    ),
-                    Verdict::Retry {
-                        http_status,
-                        reason,
-                        retry_after,
-                        throttled,
-                    } => (
-                        FailureKind::Http(http_status.unwrap_or(0)),
-                        http_status,
-                        reason,
-                        retry_after,
-                        throttled,
-                        matches!(http_status, Some(500) | Some(504)),
-                    ),
-                    _ => unreachable!("matched above"),
-                };
-                // A 429 is the pace's to answer, not a sign that the API is
-                // down: it counts towards the breaker only once the pace
-                // can slow down no further.
-                if !throttled || ctx.pace_at_floor() {
-                    ctx.api_failed(kind, &reason);
-                }
-                maybe_sent |= arrived;
-                if let Some(wait) = retry_after
-                    && wait > longest_wait(&ctx.settings)
-                {
-                    ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                    ctx.fatal(format!(
-                        "the API asks to wait {} before trying again ({reason}), longer than {}; \
-                         stopping: rows not sent stay pending, rerun later",
-                        humantime::format_duration(wait),
-                        humantime::format_duration(longest_wait(&ctx.settings))
-                    ));
-                    return;
-                }
-                if throttled {
-                    match ctx.throttled(sent_at, retry_after) {
-                        // The pause applies to every request through the gate.
-                        Throttle::Paused { .. } | Throttle::SameEvent => continue,
-                        // Not about the pace: this row alone waits.
-                        Throttle::RowWaits(wait) => {
-                            tokio::select! {
-                                biased;
-                                _ = ctx.stop.cancelled() => {
-                                    ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                                    return;
-                                }
-                                _ = tokio::time::sleep(wait) => continue,
-                            }
-                        }
-                    }
-                }
-                failures += 1;
-                if failures >= ctx.settings.max_attempts {
-                    let exhausted = failed(
-                        Status::Exhausted,
-                        http_status,
-                        "",
-                        format!("gave up after {failures} attempts; last: {reason}"),
-                        "",
-                    );
-                    // A victim of the streak (recorded under the breaker's
-                    // lock, so that a trip's requeue comes after it), or,
-                    // once the breaker has tripped, pending at once.
-                    let mut breaker = ctx.breaker.lock();
-                    match breaker.as_mut().map(|b| b.ran_out(item.id, maybe_sent)) {
-                        Ok(false) => {
-                            drop(breaker);
-                            ctx.record(item.id, Outcome::Requeue { maybe_sent });
-                        }
-                        _ => ctx.record(item.id, exhausted),
-                    }
-                    return;
-                }
-                let backoff = retry::backoff(
-                    failures,
-                    ctx.settings.backoff_base,
-                    ctx.settings.backoff_cap,
-                    fastrand::f64(),
-                );
-                let delay = retry_after.map_or(backoff, |r| r.max(backoff));
-                tracing::debug!(line = item.line, ?delay, "{reason}; retrying");
+            Step::Renew => ctx.api.auth().invalidate(bearer.generation),
+            Step::Again => {}
+            Step::Wait(delay) => {
+                tracing::debug!(line = item.line, ?delay, "retrying");
                 tokio::select! {
                     biased;
                     _ = ctx.stop.cancelled() => {
-                        ctx.record(item.id, Outcome::Requeue { maybe_sent });
+                        ctx.record(item.id, requeue(&row));
                         return;
                     }
                     _ = tokio::time::sleep(delay) => {}
                 }
+            }
+            Step::Stop(message) => {
+                ctx.record(item.id, requeue(&row));
+                ctx.fatal(message);
+                return;
             }
         }
     }
@@ -675,25 +586,6 @@ fn outage_cause(failure: TransportFailure) -> &'static str {
     }
 }
 
-/// The message for a failure that trying again cannot cure.
-fn permanent_failure_message(failure: TransportFailure, reason: &str, endpoint: &str) -> String {
-    match failure {
-        TransportFailure::Tls => format!(
-            "TLS with {endpoint} failed ({reason}): if its certificate is signed by a private \
-             CA, trust that CA (the system store, or SSL_CERT_FILE / SSL_CERT_DIR naming a PEM \
-             file or directory); nothing was sent, rerun once it is trusted"
-        ),
-        TransportFailure::TooManyFiles => format!(
-            "this process ran out of file descriptors ({reason}): lower --concurrency or raise \
-             the limit (ulimit -n); rows not sent stay pending, rerun to continue"
-        ),
-        _ => format!("{reason}; rows not sent stay pending, rerun to continue"),
-    }
-}
-
-/// Most fresh tokens one row asks for after 401s.
-const MAX_TOKEN_RENEWALS: u32 = 4;
-
 /// The longest `Retry-After` waited for: 5 minutes (APIM's longest
 /// rate-limit renewal period), or `--backoff-cap` if longer. A server that
 /// asks for more is down for longer than a run should sit and wait.
@@ -701,68 +593,4 @@ fn longest_wait(settings: &DispatchSettings) -> std::time::Duration {
     settings
         .backoff_cap
         .max(std::time::Duration::from_secs(300))
-}
-
-fn failed(
-    status: Status,
-    http_status: Option<u16>,
-    code: &str,
-    message: String,
-    details: &str,
-) -> Outcome {
-    Outcome::Failed {
-        status,
-        http_status,
-        code: code.to_string(),
-        message,
-        details: details.to_string(),
-    }
-}
-
-fn unauthorized_message(
-    culprit: Credential,
-    message: &str,
-    refreshed: bool,
-    names: &CredentialNames,
-) -> String {
-    let what = match culprit {
-        Credential::SubscriptionKey => {
-            format!("the API refused the subscription key ({})", names.api_key)
-        }
-        Credential::AccessToken if refreshed => format!(
-            "the API refused the access token, even a freshly issued one \
-             (check that the client {} is allowed to use this API)",
-            names.client_id
-        ),
-        Credential::AccessToken => format!(
-            "the API refused the access token ({}); it may have expired",
-            names.access_token
-        ),
-    };
-    format!(
-        "{what}: {message}; nothing more was sent, rerun with the right credentials to continue"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unauthorized_messages_name_the_credential() {
-        let names = CredentialNames::default();
-        let key = unauthorized_message(Credential::SubscriptionKey, "Access denied", false, &names);
-        assert!(key.contains("TRACKMASS_API_KEY"), "{key}");
-        let token = unauthorized_message(Credential::AccessToken, "expired", true, &names);
-        assert!(token.contains("freshly issued"), "{token}");
-        let from_file = CredentialNames {
-            api_key: "credentials.api_key in /etc/trackmass.toml".into(),
-            ..CredentialNames::default()
-        };
-        let key = unauthorized_message(Credential::SubscriptionKey, "denied", false, &from_file);
-        assert!(
-            key.contains("(credentials.api_key in /etc/trackmass.toml)"),
-            "{key}"
-        );
-    }
 }

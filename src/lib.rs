@@ -7,6 +7,7 @@
 //! the API that the job only starts for `--sandbox`.
 
 pub mod api;
+pub mod attempt;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -39,11 +40,17 @@ use progress::BarSlot;
 
 /// Runs the parsed command line. `secrets` looks credentials up (the
 /// environment, then the configuration file).
-pub async fn run(cli: Cli, slot: BarSlot, secrets: commands::run::SecretLookup) -> Result<Exit> {
+pub async fn run(
+    cli: Cli,
+    slot: BarSlot,
+    secrets: commands::run::SecretLookup,
+    exit_now: fn(Exit) -> !,
+) -> Result<Exit> {
     let ui = commands::run::Ui {
         quiet: cli.quiet,
         slot,
         secrets,
+        exit_now,
     };
     match cli.command {
         Command::Run(args) => {

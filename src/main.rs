@@ -44,13 +44,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(trackmass::run(cli, slot, secrets)) {
+    match runtime.block_on(trackmass::run(cli, slot, secrets, exit_now)) {
         Ok(exit) => exit.into(),
         Err(e) => {
             print_stderr(&format!("trackmass: error: {e:#}\n"));
             ExitCode::from(trackmass::error::exit_code(&e))
         }
     }
+}
+
+/// Ends the process at once (a second Ctrl-C): the state file is
+/// consistent at every moment, each commit being atomic.
+fn exit_now(exit: trackmass::error::Exit) -> ! {
+    std::process::exit(i32::from(exit.code()))
 }
 
 /// Parses the command line; with `--config` (or `TRACKMASS_CONFIG`), parses

@@ -39,6 +39,9 @@ pub struct Ui {
     /// Where credentials are looked up: the environment, then the
     /// configuration file.
     pub secrets: SecretLookup,
+    /// Ends the process at once with this status (a second Ctrl-C): given
+    /// by `main`, the only place that ends the process.
+    pub exit_now: fn(Exit) -> !,
 }
 
 /// Looks up a credential by its environment variable's name.
@@ -567,7 +570,7 @@ async fn send_pending(
 
     let stop = CancellationToken::new();
     let stopped_by: Arc<std::sync::Mutex<Option<StopReason>>> = Arc::default();
-    let signals = tokio::spawn(watch_signals(stop.clone(), stopped_by.clone()));
+    let signals = tokio::spawn(watch_signals(stop.clone(), stopped_by.clone(), ui.exit_now));
     let deadline = config.max_duration.map(|limit| {
         let (stop, stopped_by) = (stop.clone(), stopped_by.clone());
         let left = limit.saturating_sub(started.elapsed());
@@ -593,12 +596,13 @@ async fn send_pending(
     signals.abort();
     // From here on only the result files are written (atomically): a
     // signal stops the process at once.
-    tokio::spawn(async {
+    let exit_now = ui.exit_now;
+    tokio::spawn(async move {
         if next_signal().await {
             super::print_stderr(
                 "trackmass: stopped while writing the result files; run again to finish\n",
             );
-            std::process::exit(i32::from(Exit::Interrupted.code()));
+            exit_now(Exit::Interrupted);
         }
     });
     if let Some(d) = deadline {
@@ -677,6 +681,7 @@ fn progress_display(mode: ProgressMode, interval: Duration, ui: &Ui) -> progress
 async fn watch_signals(
     stop: CancellationToken,
     stopped_by: Arc<std::sync::Mutex<Option<StopReason>>>,
+    exit_now: fn(Exit) -> !,
 ) {
     let mut first = true;
     loop {
@@ -695,7 +700,7 @@ async fn watch_signals(
             super::print_stderr(
                 "trackmass: stopped at once; run the same command again to continue\n",
             );
-            std::process::exit(i32::from(Exit::Interrupted.code()));
+            exit_now(Exit::Interrupted);
         }
     }
 }
