@@ -1,6 +1,6 @@
 //! The per-row attempt policy: what one answer means for its row, given
 //! what the row went through and what the run knows at that moment. Pure
-//! and tested as a table; `dispatch::send_one` is the short driver that
+//! and tested as a table; `engine::dispatch`'s `send_one` is the short driver that
 //! does what it says (records, sleeps, renews the token, stops the run).
 
 use std::time::Duration;

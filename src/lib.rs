@@ -2,9 +2,12 @@
 //! SOGET's "API Tracking Code In Mass".
 //!
 //! `csv input → validate (rayon) → ledger of documents (SQLite, [`store`];
-//! its vocabulary in [`ledger`]) → dispatcher (tokio, GCRA pace, semaphore,
-//! retry, auth) → ledger → result files`, with [`sandbox`] an emulator of
-//! the API that the job only starts for `--sandbox`.
+//! its vocabulary in [`ledger`]) → [`engine`] (request tasks, the per-row
+//! [`attempt`] policy, a control task owning the [`pace`] and the breaker,
+//! tokens) → ledger → result files`, with [`sandbox`] an emulator of the
+//! API that the job only starts for `--sandbox`. The [`commands`] are thin:
+//! they decide what the ledger owes and return the exit status, which only
+//! `main` turns into the process's end.
 
 pub mod api;
 pub mod attempt;
@@ -12,7 +15,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod config_file;
-pub mod dispatch;
+pub mod engine;
+
 pub mod error;
 pub mod input;
 pub mod ledger;
@@ -43,10 +47,10 @@ use progress::BarSlot;
 pub async fn run(
     cli: Cli,
     slot: BarSlot,
-    secrets: commands::run::SecretLookup,
+    secrets: engine::SecretLookup,
     exit_now: fn(Exit) -> !,
 ) -> Result<Exit> {
-    let ui = commands::run::Ui {
+    let ui = engine::Ui {
         quiet: cli.quiet,
         slot,
         secrets,

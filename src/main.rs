@@ -10,8 +10,8 @@ use clap::{CommandFactory, FromArgMatches};
 use trackmass::api::Found;
 use trackmass::cli::Cli;
 use trackmass::commands::print_stderr;
-use trackmass::commands::run::SecretLookup;
 use trackmass::config_file::ConfigFile;
+use trackmass::engine::SecretLookup;
 use trackmass::progress::BarSlot;
 
 fn main() -> ExitCode {

@@ -3,9 +3,9 @@
 
 use anyhow::{Context, Result};
 
-use super::run::{self, Start, Started, Ui};
 use crate::cli::{ContinueArgs, RetryStatus};
 use crate::config::RunConfig;
+use crate::engine::{self, Start, Started, Ui};
 use crate::error::{Exit, UsageError};
 use crate::ledger::{Command, RunId, Status};
 use crate::store::{Scope, Store};
@@ -61,8 +61,8 @@ pub async fn execute(
     apply_overrides(&mut config, args)?;
 
     let result = async {
-        let credentials = run::credentials(&config, &ui)?;
-        run::check_paths(&config)?;
+        let credentials = engine::credentials(&config, &ui)?;
+        engine::check_paths(&config)?;
         let statuses: Vec<Status> = requeue.iter().map(|s| status_of(*s)).collect();
         let retried = if statuses.is_empty() {
             0
@@ -89,10 +89,10 @@ pub async fn execute(
             batch: Box::new(batch),
             retried,
         };
-        run::session(&config, &ui, store, invocation, start, credentials, &started).await
+        engine::session(&config, &ui, store, invocation, start, credentials, &started).await
     }
     .await;
-    run::finish_with_error(result, command, &config, &started)
+    engine::finish_with_error(result, command, &config, &started)
 }
 
 fn status_of(s: RetryStatus) -> Status {

@@ -1,0 +1,470 @@
+//! The one owner of what a run's request tasks share: the pace, the circuit
+//! breaker, the counters, the latency behind Little's law and the fatal
+//! cause. Tasks report to it and ask it over a channel; it takes each
+//! message in turn, so no task sees the pace half-updated and there is no
+//! lock to poison. What tasks read without asking (whether a booked slot
+//! still holds) it publishes on a watch channel. When every task is done it
+//! judges an outage and hands back the [`DispatchReport`].
+//!
+//! The channel is unbounded, yet bounded by the tasks: each waits for the
+//! answer to its booking and to its answer report, and its other messages
+//! (ran out, fatal) are its last.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::DispatchReport;
+use crate::config::DispatchSettings;
+use crate::pace::{MIN_FACTOR, Pace, Throttle};
+use crate::progress::PaceView;
+use crate::retry::{Breaker, FailureKind, TransportFailure, Verdict};
+use crate::store::{Outcome, Writer};
+
+/// Answers before the latency is judged against `--rate`.
+const LATENCY_SAMPLE: u64 = 50;
+
+/// What a request task tells the control task of one answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub sent_at: Instant,
+    /// From the request out to its answer in.
+    pub took: Duration,
+    /// The row's first request of this run, and an earlier process died
+    /// with it in flight.
+    pub resent: bool,
+    /// An HTTP answer came (not a transport failure).
+    pub answered: bool,
+    /// A 429, and the `Retry-After` it came with.
+    pub throttled: bool,
+    pub retry_after: Option<Duration>,
+    /// The API worked: it created, refused the row, or answered something
+    /// unreadable, which is not an outage either.
+    pub worked: bool,
+    /// A transient failure, and why, for the breaker and an outage's
+    /// message.
+    pub failure: Option<(FailureKind, String)>,
+}
+
+impl Answer {
+    /// What `verdict` says for the run, sent at `sent_at` and answered now.
+    pub fn of(verdict: &Verdict, sent_at: Instant, resent: bool) -> Answer {
+        let (throttled, retry_after) = match verdict {
+            Verdict::Retry {
+                throttled,
+                retry_after,
+                ..
+            } => (*throttled, *retry_after),
+            _ => (false, None),
+        };
+        let reason = match verdict {
+            Verdict::Retry { reason, .. } | Verdict::Unanswered { reason, .. } => reason.clone(),
+            _ => String::new(),
+        };
+        Answer {
+            sent_at,
+            took: sent_at.elapsed(),
+            resent,
+            answered: !matches!(verdict, Verdict::Unanswered { .. }),
+            throttled,
+            retry_after,
+            worked: matches!(
+                verdict,
+                Verdict::Created { .. } | Verdict::RowError { .. } | Verdict::BadResponse { .. }
+            ),
+            failure: crate::attempt::failure_kind(verdict).map(|kind| (kind, reason)),
+        }
+    }
+}
+
+/// A slot booked with the pace: when to send, and the pace's epoch then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Booking {
+    pub at: Instant,
+    epoch: u64,
+}
+
+/// What the control task publishes for tasks to read without asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Published {
+    epoch: u64,
+    paused_until: Option<Instant>,
+}
+
+enum Msg {
+    Book(oneshot::Sender<Booking>),
+    Answered(Answer, oneshot::Sender<Option<Throttle>>),
+    RanOut {
+        id: i64,
+        maybe_sent: bool,
+        exhausted: Outcome,
+    },
+    Fatal(String),
+}
+
+/// A request task's line to the control task.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::UnboundedSender<Msg>,
+    published: watch::Receiver<Published>,
+}
+
+impl Control {
+    /// Starts the control task. It ends, with the run's report, once every
+    /// `Control` is dropped.
+    pub fn start(
+        settings: &DispatchSettings,
+        writer: Arc<Writer>,
+        view: Arc<PaceView>,
+        stop: CancellationToken,
+    ) -> (Control, tokio::task::JoinHandle<DispatchReport>) {
+        let now = Instant::now();
+        let pace = Pace::new(settings.rate.interval(), settings.burst, now);
+        let (publish, published) = watch::channel(Published {
+            epoch: pace.epoch(),
+            paused_until: None,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let owner = Owner {
+            ceiling: settings.rate.per_second(),
+            rate_shown: settings.rate.to_string(),
+            concurrency: settings.concurrency,
+            trip_after: settings.trip_after,
+            writer,
+            view,
+            stop,
+            pace,
+            breaker: Breaker::new(settings.trip_after),
+            publish,
+            report: DispatchReport::default(),
+            answers: 0,
+            latency: Duration::ZERO,
+            told_concurrency: false,
+            last_failure: String::new(),
+            first_sent: None,
+        };
+        (Control { tx, published }, tokio::spawn(owner.run(rx)))
+    }
+
+    /// Books the next slot with the pace; `None` if the control task is
+    /// gone (the run is ending).
+    pub async fn book(&self) -> Option<Booking> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Msg::Book(reply)).ok()?;
+        answer.await.ok()
+    }
+
+    /// Whether a booked slot still holds: no pause in force, and no 429
+    /// changed the pace since it was booked (at the old pace, it books
+    /// again).
+    pub fn holds(&self, booking: Booking) -> bool {
+        let p = *self.published.borrow();
+        p.epoch == booking.epoch && p.paused_until.is_none_or(|until| until <= Instant::now())
+    }
+
+    /// Reports an answer; for a 429, what the pace made of it.
+    pub async fn answered(&self, answer: Answer) -> Option<Throttle> {
+        let (reply, reaction) = oneshot::channel();
+        self.tx.send(Msg::Answered(answer, reply)).ok()?;
+        reaction.await.ok().flatten()
+    }
+
+    /// A row ran out of attempts: `exhausted`, unless the breaker keeps it
+    /// as a victim of an outage (a trip puts it back to pending).
+    pub fn ran_out(&self, id: i64, maybe_sent: bool, exhausted: Outcome) {
+        let _ = self.tx.send(Msg::RanOut {
+            id,
+            maybe_sent,
+            exhausted,
+        });
+    }
+
+    /// Records the first fatal reason and stops dispatch.
+    pub fn fatal(&self, message: String) {
+        let _ = self.tx.send(Msg::Fatal(message));
+    }
+}
+
+/// The control task's state.
+struct Owner {
+    ceiling: f64,
+    rate_shown: String,
+    concurrency: usize,
+    trip_after: u32,
+    writer: Arc<Writer>,
+    view: Arc<PaceView>,
+    stop: CancellationToken,
+    pace: Pace,
+    breaker: Breaker,
+    publish: watch::Sender<Published>,
+    /// Requests, re-sends, 429s and the fatal cause so far.
+    report: DispatchReport,
+    /// HTTP answers and their summed time, for Little's law.
+    answers: u64,
+    latency: Duration,
+    told_concurrency: bool,
+    /// The last transient failure's reason, for an outage's message.
+    last_failure: String,
+    first_sent: Option<Instant>,
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> DispatchReport {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Book(reply) => {
+                    let _ = reply.send(self.book());
+                }
+                Msg::Answered(answer, reply) => {
+                    let _ = reply.send(self.answered(answer));
+                }
+                Msg::RanOut {
+                    id,
+                    maybe_sent,
+                    exhausted,
+                } => {
+                    if self.breaker.ran_out(id, maybe_sent) {
+                        self.record(id, exhausted);
+                    } else {
+                        self.record(id, Outcome::Requeue { maybe_sent });
+                    }
+                }
+                Msg::Fatal(message) => self.fatal(message),
+            }
+            self.publish();
+        }
+        self.check_outage();
+        self.report.lowest_pace = self.pace.lowest_factor();
+        self.report.sending = self.first_sent.map_or(Duration::ZERO, |t| t.elapsed());
+        self.report
+    }
+
+    fn publish(&self) {
+        let now = Instant::now();
+        let current = Published {
+            epoch: self.pace.epoch(),
+            paused_until: self.pace.paused_until(now),
+        };
+        self.publish.send_if_modified(|p| {
+            let changed = *p != current;
+            *p = current;
+            changed
+        });
+    }
+
+    fn book(&mut self) -> Booking {
+        let now = Instant::now();
+        let at = self.pace.reserve(now);
+        self.show(at, now);
+        Booking {
+            at,
+            epoch: self.pace.epoch(),
+        }
+    }
+
+    /// What the progress display shows of the pace at `at`.
+    fn show(&self, at: Instant, now: Instant) {
+        self.view.report(
+            self.pace.rate(at),
+            self.ceiling,
+            self.pace.paused_until(now).map(|u| u - now),
+        );
+    }
+
+    fn answered(&mut self, answer: Answer) -> Option<Throttle> {
+        self.report.requests += 1;
+        if answer.resent {
+            self.report.resent_after_interruption += 1;
+        }
+        self.first_sent = Some(
+            self.first_sent
+                .map_or(answer.sent_at, |t| t.min(answer.sent_at)),
+        );
+        if answer.answered {
+            self.latency_sample(answer.took);
+        }
+        if answer.answered && !answer.throttled {
+            // The gateway let it through.
+            let before = (self.pace.epoch(), self.pace.judging());
+            let now = Instant::now();
+            self.pace.accepted(answer.sent_at, now);
+            if (self.pace.epoch(), self.pace.judging()) != before {
+                tracing::debug!("pace after judging a decrease: {}", self.pace.state(now));
+            }
+        }
+        if answer.worked {
+            self.breaker.success();
+        }
+        // A 429 is the pace's to answer, not a sign that the API is down:
+        // it counts towards the breaker only once the pace can slow down
+        // no further.
+        if let Some((kind, reason)) = &answer.failure
+            && (!answer.throttled || self.at_floor())
+        {
+            self.failed(*kind, reason);
+        }
+        answer
+            .throttled
+            .then(|| self.throttled(answer.sent_at, answer.retry_after))
+    }
+
+    fn at_floor(&self) -> bool {
+        self.pace.factor(Instant::now()) <= MIN_FACTOR * 1.01
+    }
+
+    /// A transient failure of `kind`; trips the breaker on a long streak:
+    /// the rows it kept as victims go back to pending, and the run stops.
+    fn failed(&mut self, kind: FailureKind, reason: &str) {
+        reason.clone_into(&mut self.last_failure);
+        if !self.breaker.failure(kind) {
+            return;
+        }
+        for (id, maybe_sent) in self.breaker.take_victims() {
+            // Queued after its `exhausted` outcome: this one stands.
+            self.record(id, Outcome::Requeue { maybe_sent });
+        }
+        self.fatal(format!(
+            "the API failed {} times in a row ({reason}); stopping: rows not sent \
+             stay pending, rerun when the API is back",
+            self.trip_after
+        ));
+    }
+
+    /// A 429 for a request sent at `sent_at`: what the pace makes of it.
+    fn throttled(&mut self, sent_at: Instant, retry_after: Option<Duration>) -> Throttle {
+        self.report.throttled += 1;
+        let now = Instant::now();
+        let reaction = self.pace.throttled(sent_at, now, retry_after);
+        tracing::debug!("429: {reaction:?}; pace: {}", self.pace.state(now));
+        self.show(now, now);
+        if let Throttle::Paused { until } = reaction {
+            let rate = self.pace.rate(until);
+            tracing::warn!(
+                "429 from the API: every request pauses {}, then goes at {rate:.1}/s ({:.0}% of --rate; \
+                 the gateway was letting {:.1}/s through)",
+                humantime::format_duration(Duration::from_millis(
+                    until.saturating_duration_since(now).as_millis() as u64
+                )),
+                rate / self.ceiling * 100.0,
+                self.pace.learnt_limit().unwrap_or(rate)
+            );
+        }
+        reaction
+    }
+
+    /// An HTTP answer came `took` after its request left. Once enough
+    /// have, says (once) if `--concurrency` cannot reach `--rate` at this
+    /// latency (Little's law: requests in flight / time per request), and
+    /// what would.
+    fn latency_sample(&mut self, took: Duration) {
+        self.answers += 1;
+        self.latency += took;
+        let sending = self.first_sent.map_or(Duration::ZERO, |t| t.elapsed());
+        if self.answers < LATENCY_SAMPLE
+            || sending < Duration::from_secs(2)
+            || self.told_concurrency
+        {
+            return;
+        }
+        self.told_concurrency = true;
+        let latency = self.latency.as_secs_f64() / self.answers as f64;
+        if let Some(needed) = concurrency_needed(self.concurrency, latency, self.ceiling) {
+            tracing::warn!(
+                "--concurrency {} cannot reach --rate {}: requests take {:.0} ms, so {} in flight \
+                 make at most {:.1}/s (Little's law); --concurrency {needed} would, and the \
+                 ETA of the progress lines follows the real pace",
+                self.concurrency,
+                self.rate_shown,
+                latency * 1000.0,
+                self.concurrency,
+                self.concurrency as f64 / latency.max(1e-6),
+            );
+        }
+    }
+
+    /// Once every task is done: if every request of the run failed the
+    /// same way without reaching the API, that is an outage, whatever the
+    /// number of rows: the rows that ran out go back to pending and the run
+    /// stops (exit 1) naming the cause.
+    fn check_outage(&mut self) {
+        let requests = self.report.requests;
+        let Some(failure) = self.breaker.outage(requests) else {
+            return;
+        };
+        for (id, maybe_sent) in self.breaker.take_victims() {
+            self.record(id, Outcome::Requeue { maybe_sent });
+        }
+        self.fatal(format!(
+            "every request of this run ({requests}) failed the same way without reaching the \
+             API ({}): {}; rows not sent stay pending, rerun when it is reachable",
+            outage_cause(failure),
+            self.last_failure
+        ));
+    }
+
+    fn record(&mut self, id: i64, outcome: Outcome) {
+        if self.writer.record(id, outcome).is_err() {
+            self.fatal("the state file writer stopped; see the error above".into());
+        }
+    }
+
+    fn fatal(&mut self, message: String) {
+        if self.report.fatal.is_none() {
+            tracing::error!("{message}");
+            self.report.fatal = Some(message);
+        }
+        self.stop.cancel();
+    }
+}
+
+/// The `--concurrency` that reaches `rate` (per second) when requests take
+/// `latency` seconds, if `concurrency` cannot (within 10%): Little's law
+/// with a fifth to spare.
+pub fn concurrency_needed(concurrency: usize, latency: f64, rate: f64) -> Option<u64> {
+    let reach = concurrency as f64 / latency.max(1e-6);
+    (reach < 0.9 * rate).then(|| (rate * latency * 1.2).ceil().max(concurrency as f64 + 1.0) as u64)
+}
+
+/// What an outage of this kind means, for the message.
+fn outage_cause(failure: TransportFailure) -> &'static str {
+    match failure {
+        TransportFailure::Refused => {
+            "connection refused: nothing listens at its address, or a firewall rejects it"
+        }
+        TransportFailure::Dns => "its host name does not resolve",
+        TransportFailure::Tls => "the TLS handshake failed",
+        TransportFailure::Proxy => "the proxy could not be used",
+        TransportFailure::TimedOut => "no answer within --timeout",
+        _ => "no answer",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_needed_follows_littles_law() {
+        // (in flight, latency s, rate/s) -> a --concurrency to suggest
+        let cases = [
+            // 8 in flight at 60 ms make 133/s: enough for 100/s.
+            ((8, 0.060, 100.0), None),
+            // ... not for 200/s: 200 × 0.06 × 1.2 = 14.4 → 15.
+            ((8, 0.060, 200.0), Some(15)),
+            // Within 10% is close enough.
+            ((9, 0.050, 190.0), None),
+            // Always more than now, even when the latency is tiny.
+            ((64, 0.000_001, 1e9), Some(1_200)),
+            ((1, 1.0, 2.0), Some(3)),
+        ];
+        for ((concurrency, latency, rate), expected) in cases {
+            assert_eq!(
+                concurrency_needed(concurrency, latency, rate),
+                expected,
+                "{concurrency} in flight, {latency} s, {rate}/s"
+            );
+        }
+    }
+}

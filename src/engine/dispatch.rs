@@ -1,0 +1,338 @@
+//! Sending the pending rows: concurrency, the request tasks, stop.
+//!
+//! One producer loop takes pending rows in id order, waits for a free slot
+//! (semaphore), then spawns a task per row. A task marks its row in flight
+//! (durably), books its turn with the pace through the
+//! [control task](super::control) (which owns the pace, the breaker and
+//! the counters), sends at that moment, lets [`attempt::next`] decide what
+//! the answer means for the row, and hands the final outcome to the state
+//! writer. A fatal condition or a stop request ends the producer; tasks
+//! already sending finish and are recorded; rows not sent stay pending.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::control::{Answer, Control};
+use crate::api::{Api, AuthError, Bearer};
+use crate::attempt::{self, Attempts, Facts, Step};
+use crate::config::DispatchSettings;
+use crate::progress::PaceView;
+use crate::retry::{self, Verdict};
+use crate::store::{Outcome, PendingItem, Writer};
+
+/// What dispatching did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchReport {
+    /// POST requests sent (every attempt counts).
+    pub requests: u64,
+    /// Rows sent again because an earlier process died with them in flight.
+    pub resent_after_interruption: u64,
+    /// Why dispatch stopped early, if a fatal condition stopped it.
+    pub fatal: Option<String>,
+    /// 429 answers met.
+    pub throttled: u64,
+    /// Lowest share of `--rate` the pace went down to after 429s.
+    pub lowest_pace: f64,
+    /// From the first request out to the last answer in: the time the
+    /// achieved rate is measured over.
+    pub sending: std::time::Duration,
+}
+
+impl Default for DispatchReport {
+    fn default() -> DispatchReport {
+        DispatchReport {
+            requests: 0,
+            resent_after_interruption: 0,
+            fatal: None,
+            throttled: 0,
+            lowest_pace: 1.0,
+            sending: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// What every request task holds: the API, the state writer, the settings,
+/// the stop, and its line to the [control task](super::control), which owns
+/// everything the tasks share.
+struct Ctx {
+    api: Arc<Api>,
+    writer: Arc<Writer>,
+    settings: DispatchSettings,
+    stop: CancellationToken,
+    control: Control,
+}
+
+impl Ctx {
+    fn record(&self, id: i64, outcome: Outcome) {
+        if self.writer.record(id, outcome).is_err() {
+            self.control
+                .fatal("the state file writer stopped; see the error above".into());
+        }
+    }
+
+    /// Waits for the right to send one request: books a slot with the pace
+    /// (rate limit, pauses after 429s) and sleeps until it. `false` if
+    /// dispatch stopped.
+    async fn gate(&self) -> bool {
+        loop {
+            let Some(booking) = self.control.book().await else {
+                return false;
+            };
+            if booking.at > Instant::now() {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return false,
+                    _ = tokio::time::sleep_until(booking.at.into()) => {}
+                }
+            }
+            // A 429 may have come in while this request waited: its slot
+            // was booked at the old pace, so it books again.
+            if self.control.holds(booking) {
+                return !self.stop.is_cancelled();
+            }
+        }
+    }
+
+    /// Waits for this request's turn and the token it goes out with;
+    /// `None` if dispatch stopped. A token is had (fetched if due) before
+    /// the slot is booked, and every request leaves right at a slot: a
+    /// fetch between the slot and the request would let the requests whose
+    /// slots pass meanwhile leave together when it ends, more than the rate
+    /// allows in that moment.
+    async fn turn(&self) -> Result<Option<Bearer>, AuthError> {
+        let Some(mut bearer) = self.bearer().await? else {
+            return Ok(None);
+        };
+        let mut booked_again = false;
+        loop {
+            if !self.gate().await {
+                return Ok(None);
+            }
+            if let Some(current) = self.api.auth().usable() {
+                return Ok(Some(current));
+            }
+            if booked_again {
+                // Tokens live shorter than the wait for a slot: go with the
+                // one fetched for it (a 401 renews it).
+                return Ok(Some(bearer));
+            }
+            // No token to go with (refused by a 401, or the fetch of the
+            // next one outlasted the old one): one, then a new slot.
+            tracing::debug!("no usable token at the rate slot; booking another");
+            let Some(fresh) = self.bearer().await? else {
+                return Ok(None);
+            };
+            bearer = fresh;
+            booked_again = true;
+        }
+    }
+
+    /// A token, unless dispatch stops first: a stop does not wait for a
+    /// slow token endpoint (the fetch is dropped).
+    async fn bearer(&self) -> Result<Option<Bearer>, AuthError> {
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => Ok(None),
+            b = self.api.auth().bearer() => b.map(Some),
+        }
+    }
+
+    /// Takes in what an answer says for the run (the token; latency, the
+    /// pace and the breaker, through the control task), and gathers what
+    /// the row's policy needs.
+    async fn observe(
+        &self,
+        verdict: &Verdict,
+        sent_at: Instant,
+        generation: u64,
+        item: &PendingItem,
+        row: &Attempts,
+        posts: u32,
+    ) -> Facts<'_> {
+        match verdict {
+            Verdict::BadResponse { reason, .. } => {
+                tracing::warn!(line = item.line, "{reason}");
+                self.api.auth().accepted(generation);
+            }
+            Verdict::Created { .. } | Verdict::RowError { .. } => {
+                self.api.auth().accepted(generation);
+            }
+            _ => {}
+        }
+        let resent = posts == 1 && item.was_in_flight;
+        let throttle = self
+            .control
+            .answered(Answer::of(verdict, sent_at, resent))
+            .await;
+        Facts {
+            line: item.line,
+            max_attempts: self.settings.max_attempts,
+            longest_wait: longest_wait(&self.settings),
+            can_refresh: self.api.auth().can_refresh(),
+            token_accepted_since: self.api.auth().accepted_since(generation),
+            throttle,
+            backoff: retry::backoff(
+                row.failures + 1,
+                self.settings.backoff_base,
+                self.settings.backoff_cap,
+                fastrand::f64(),
+            ),
+            names: self.api.names(),
+            endpoint: self.api.endpoint(),
+        }
+    }
+}
+
+/// Sends every item received on `items` until the channel ends, a fatal
+/// condition occurs or `stop` is cancelled.
+pub async fn dispatch(
+    api: Arc<Api>,
+    writer: Arc<Writer>,
+    mut items: mpsc::Receiver<PendingItem>,
+    settings: DispatchSettings,
+    view: Arc<PaceView>,
+    stop: CancellationToken,
+) -> DispatchReport {
+    let (control, owner) = Control::start(&settings, writer.clone(), view, stop.clone());
+    let ctx = Arc::new(Ctx {
+        api,
+        writer,
+        settings,
+        stop: stop.clone(),
+        control,
+    });
+    let slots = Arc::new(Semaphore::new(ctx.settings.concurrency));
+    let mut tasks = JoinSet::new();
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            item = items.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let permit = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let task_ctx = ctx.clone();
+        tasks.spawn(async move {
+            let _slot = permit;
+            send_one(item, &task_ctx).await;
+        });
+        while let Some(done) = tasks.try_join_next() {
+            reap(done, &ctx);
+        }
+    }
+    // Closing the channel stops the feeder.
+    drop(items);
+    while let Some(done) = tasks.join_next().await {
+        reap(done, &ctx);
+    }
+    // The last line to the control task: it ends with the report.
+    drop(ctx);
+    owner.await.unwrap_or_else(|e| DispatchReport {
+        fatal: Some(format!("internal error in the dispatch control task: {e}")),
+        ..DispatchReport::default()
+    })
+}
+
+fn reap(done: Result<(), tokio::task::JoinError>, ctx: &Ctx) {
+    if let Err(e) = done {
+        ctx.control
+            .fatal(format!("internal error in a request task: {e}"));
+    }
+}
+
+/// Sends one row until it has a final outcome (or dispatch stops): the
+/// driver of [`attempt::next`], which decides each step.
+async fn send_one(item: PendingItem, ctx: &Ctx) {
+    let mut row = Attempts {
+        maybe_sent: item.was_in_flight,
+        ..Attempts::default()
+    };
+    let mut posts: u32 = 0;
+    loop {
+        // The row is durably in flight first, then waits for its turn, then
+        // goes out at once: the time between the rate slot and the request
+        // must not vary with the disk, or requests bunch up at the gateway
+        // (a window would see more than the rate allows).
+        if ctx.writer.dispatched(item.id).await.is_err() {
+            ctx.control
+                .fatal("the state file writer stopped; see the error above".into());
+            return;
+        }
+        let not_sent = Outcome::NotSent {
+            was_in_flight: row.maybe_sent,
+        };
+        let bearer = match ctx.turn().await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                ctx.record(item.id, not_sent);
+                return;
+            }
+            Err(auth) => {
+                ctx.record(item.id, not_sent);
+                ctx.control
+                    .fatal(format!("{auth}; rerun the same command to continue"));
+                return;
+            }
+        };
+        let sent_at = Instant::now();
+        let verdict = ctx.api.track(&bearer, &item.payload).await;
+        posts += 1;
+        tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
+        let facts = ctx
+            .observe(&verdict, sent_at, bearer.generation, &item, &row, posts)
+            .await;
+        let requeue = |row: &Attempts| Outcome::Requeue {
+            maybe_sent: row.maybe_sent,
+        };
+        match attempt::next(verdict, &mut row, &facts) {
+            Step::Finish(outcome) => {
+                ctx.record(item.id, outcome);
+                return;
+            }
+            Step::RanOut(exhausted) => {
+                ctx.control.ran_out(item.id, row.maybe_sent, exhausted);
+                return;
+            }
+            Step::Renew => ctx.api.auth().invalidate(bearer.generation),
+            Step::Again => {}
+            Step::Wait(delay) => {
+                tracing::debug!(line = item.line, ?delay, "retrying");
+                tokio::select! {
+                    biased;
+                    _ = ctx.stop.cancelled() => {
+                        ctx.record(item.id, requeue(&row));
+                        return;
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Step::Stop(message) => {
+                ctx.record(item.id, requeue(&row));
+                ctx.control.fatal(message);
+                return;
+            }
+        }
+    }
+}
+
+/// The longest `Retry-After` waited for: 5 minutes (APIM's longest
+/// rate-limit renewal period), or `--backoff-cap` if longer. A server that
+/// asks for more is down for longer than a run should sit and wait.
+fn longest_wait(settings: &DispatchSettings) -> std::time::Duration {
+    settings
+        .backoff_cap
+        .max(std::time::Duration::from_secs(300))
+}

@@ -1,0 +1,118 @@
+//! `run`'s first step: read and validate (in parallel) its input and load
+//! it into the ledger as a batch of its own, logging what the ledger makes
+//! of each row.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::config::RunConfig;
+use crate::input::{self, CHUNK_ROWS, InputReader, Row};
+use crate::ledger::{LoadClass, LoadCounts, RunId};
+use crate::store::{self, Store};
+
+/// Rejected rows shown in the log before the rest are only counted.
+const REJECTS_LOGGED: u64 = 20;
+
+/// The input's identity in the state: its absolute path when it has one.
+fn canonical_source(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Records the run and reads, validates (in parallel) and stores its input,
+/// chunk by chunk, in one transaction. Returns the run.
+pub fn load_input(
+    config: &RunConfig,
+    store: &mut Store,
+    mut reader: InputReader,
+    config_json: &str,
+) -> Result<(RunId, LoadCounts)> {
+    let columns = reader.columns().clone();
+    // Runs are recorded by the input's identity, as rows are.
+    let source = canonical_source(&config.input);
+    let mut loader = store.loader(&source, config_json, config.force)?;
+    let run = loader.run();
+    let mut rejects_logged = 0u64;
+    let mut notices_logged = 0u64;
+    loop {
+        let chunk = reader.next_chunk(CHUNK_ROWS)?;
+        if chunk.is_empty() {
+            break;
+        }
+        let rows = input::validate_chunk(&chunk, &columns, &config.defaults);
+        for row in &rows {
+            if let Row::Rejected(r) = row {
+                rejects_logged += 1;
+                if rejects_logged <= REJECTS_LOGGED {
+                    tracing::warn!(
+                        "{}: line {}: {}",
+                        config.input.display(),
+                        r.line,
+                        r.message()
+                    );
+                }
+            }
+        }
+        for notice in loader.add(&rows)? {
+            notices_logged += 1;
+            if notices_logged > REJECTS_LOGGED {
+                continue;
+            }
+            let text = format!(
+                "{}: line {}: {}",
+                config.input.display(),
+                notice.line,
+                store::describe(&notice)
+            );
+            if notice.class == LoadClass::Corrected {
+                tracing::info!("{text}");
+            } else {
+                tracing::warn!("{text}");
+            }
+        }
+    }
+    let counts = loader.finish()?;
+    if counts.rejected > REJECTS_LOGGED {
+        tracing::warn!(
+            "{} more rejected rows; all are listed in {}",
+            counts.rejected - REJECTS_LOGGED,
+            config.failures.display()
+        );
+    }
+    if notices_logged > REJECTS_LOGGED {
+        tracing::warn!(
+            "{} more rows name documents the state file holds with other fields \
+             (`trackmass validate --state` lists them all)",
+            notices_logged - REJECTS_LOGGED
+        );
+    }
+    let mut extra = String::new();
+    for (n, what) in [
+        (
+            counts.fields_differ,
+            "with other fields than the ledger holds (not applied)",
+        ),
+        (counts.corrected, "corrections of refused documents"),
+        (counts.forced, "sent again (--force)"),
+    ] {
+        if n > 0 {
+            extra.push_str(&format!(", {n} {what}"));
+        }
+    }
+    tracing::info!(
+        "{}: {} rows: {} new, {} already tracked, {} failed before, {} continued{extra}, \
+         {} duplicate rows, {} rejected",
+        config.input.display(),
+        counts.rows,
+        counts.new,
+        counts.already_tracked,
+        counts.already_failed,
+        counts.continued,
+        counts.duplicates,
+        counts.rejected
+    );
+    Ok((run, counts))
+}
