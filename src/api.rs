@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 
+use crate::ratelimit;
 use crate::retry::{self, TransportFailure, Verdict};
 use crate::secret::Secret;
 use crate::spec;
@@ -612,8 +613,9 @@ impl Api {
 
     /// Sends one request body with a token from [`Auth::bearer`] (taken
     /// before the request's rate slot, so that a token fetch never delays
-    /// requests into a bunch).
-    pub async fn track(&self, bearer: &Bearer, payload: &str) -> Verdict {
+    /// requests into a bunch). With the verdict, the limit the gateway
+    /// states (`RateLimit-Policy`, requests per second), if it does.
+    pub async fn track(&self, bearer: &Bearer, payload: &str) -> (Verdict, Option<f64>) {
         let sent = self
             .http
             .post(self.endpoint.clone())
@@ -627,10 +629,11 @@ impl Api {
             Ok(r) => r,
             Err(e) => {
                 let failure = transport_failure(&e, self.proxy.as_ref());
-                return Verdict::Unanswered {
+                let verdict = Verdict::Unanswered {
                     failure,
                     reason: describe_failure(failure, &e, self.proxy.as_ref()),
                 };
+                return (verdict, None);
             }
         };
         let status = response.status().as_u16();
@@ -639,7 +642,12 @@ impl Api {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        match read_bounded(response).await {
+        let stated = response
+            .headers()
+            .get("ratelimit-policy")
+            .and_then(|v| v.to_str().ok())
+            .and_then(ratelimit::stated);
+        let verdict = match read_bounded(response).await {
             Ok(body) => retry::classify(status, retry_after.as_deref(), &body, SystemTime::now()),
             Err(reason) if (200..300).contains(&status) => Verdict::BadResponse {
                 http_status: status,
@@ -659,7 +667,8 @@ impl Api {
                 retry_after: None,
                 throttled: status == 429,
             },
-        }
+        };
+        (verdict, stated)
     }
 }
 

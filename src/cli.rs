@@ -543,6 +543,13 @@ pub struct SandboxArgs {
     #[arg(long, value_enum, default_value_t = crate::sandbox::LimitKind::Window, value_name = "KIND", help_heading = "Gateway")]
     pub rate_limit_kind: crate::sandbox::LimitKind,
 
+    /// Answers carry the IETF rate-limit fields: `RateLimit-Policy`
+    /// ("sandbox";q=CALLS;w=SECONDS) and `RateLimit` ("sandbox";r=LEFT;
+    /// t=SECONDS until calls free). trackmass slows down before a 429 when
+    /// it reads them.
+    #[arg(long, requires = "rate_limit", help_heading = "Gateway")]
+    pub rate_limit_headers: bool,
+
     /// The gateway's call quota: once N calls are spent, 403 "Out of call
     /// volume quota" with Retry-After until the period ends.
     #[arg(long, value_name = "N", help_heading = "Gateway")]

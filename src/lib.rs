@@ -27,6 +27,7 @@ pub mod output;
 pub mod pace;
 pub mod paths;
 pub mod progress;
+pub mod ratelimit;
 pub mod report;
 pub mod retry;
 pub mod sandbox;

@@ -41,9 +41,13 @@ pub const HOLD: f64 = 0.98;
 pub const RECOVER: Duration = Duration::from_secs(5);
 /// How long the rate holds below the learnt limit before probing above it.
 pub const PLATEAU: Duration = Duration::from_secs(60);
-/// Probing above the learnt limit: this share of it more...
+/// The same after the first event: a limit learnt from one burst is a
+/// guess (a window of 0.95 s read as one of a second), so it is probed soon.
+pub const FIRST_PLATEAU: Duration = Duration::from_secs(10);
+/// Probing above the learnt limit: this share of it more every...
 pub const PROBE_STEP: f64 = 0.01;
-/// ...every this long.
+/// ...this long; after the first event, faster and faster (+1% after 10 s,
+/// +3% after 20 s, +6% after 30 s).
 pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// Lowest share of `--rate` the pace goes down to.
 pub const MIN_FACTOR: f64 = 1.0 / 64.0;
@@ -88,6 +92,10 @@ struct Evaluation {
     undo_to: f64,
     /// Requests sent from this moment on are judged.
     from: Instant,
+    /// An earlier round of this judgement found a few 429s: a second such
+    /// round makes them noise (one round is not enough: a token bucket
+    /// refilled by the pause hides an overload for seconds).
+    few_before: bool,
 }
 
 /// A share of 429s above this is a limit being hit, never noise.
@@ -96,11 +104,15 @@ pub const NOISE_MAX: f64 = 0.15;
 /// Accepted answers per second, by answer time, over the last minute.
 #[derive(Debug, Clone)]
 struct Accepted {
-    /// (second since `origin`, count), oldest first.
+    /// (tick since `origin`, count), oldest first.
     buckets: VecDeque<(u64, u32)>,
     origin: Instant,
     first: Option<Instant>,
 }
+
+/// The resolution of [`Accepted`]: a count over 1.7 s is not read as one
+/// over 2 s.
+const TICK: Duration = Duration::from_millis(100);
 
 impl Accepted {
     fn new(origin: Instant) -> Accepted {
@@ -111,21 +123,22 @@ impl Accepted {
         }
     }
 
-    fn second(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.origin).as_secs()
+    fn tick(&self, t: Instant) -> u64 {
+        (t.saturating_duration_since(self.origin).as_millis() / TICK.as_millis()) as u64
     }
 
     fn add(&mut self, now: Instant) {
         self.first.get_or_insert(now);
-        let s = self.second(now);
+        let t = self.tick(now);
         match self.buckets.back_mut() {
-            Some((last, n)) if *last == s => *n += 1,
-            _ => self.buckets.push_back((s, 1)),
+            Some((last, n)) if *last == t => *n += 1,
+            _ => self.buckets.push_back((t, 1)),
         }
+        let keep = (HORIZON.as_millis() / TICK.as_millis()) as u64;
         while self
             .buckets
             .front()
-            .is_some_and(|(first, _)| s.saturating_sub(*first) >= HORIZON.as_secs())
+            .is_some_and(|(first, _)| t.saturating_sub(*first) >= keep)
         {
             self.buckets.pop_front();
         }
@@ -137,6 +150,9 @@ impl Accepted {
     /// of answers.
     fn rate(&self, now: Instant, horizon: Duration, whole: bool) -> Option<f64> {
         let first = self.first?;
+        if horizon < Duration::from_secs(1) {
+            return None;
+        }
         let horizon = horizon.min(HORIZON);
         let since_first = now.saturating_duration_since(first);
         let span = if whole {
@@ -144,18 +160,23 @@ impl Accepted {
         } else {
             since_first.min(horizon)
         };
-        if since_first.min(span) < Duration::from_secs(1) || horizon < Duration::from_secs(1) {
+        if since_first.min(span) < Duration::from_secs(1) {
             return None;
         }
-        let s = self.second(now);
-        let from = s.saturating_sub(span.as_secs());
+        // Whole ticks back from the current (partial) one, and the time
+        // they cover, up to now.
+        let ticks = (span.as_millis() / TICK.as_millis()) as u64;
+        let from = self.tick(now).saturating_sub(ticks.saturating_sub(1));
+        let covered = now
+            .saturating_duration_since(self.origin + TICK * from as u32)
+            .max(span.saturating_sub(TICK));
         let n: u32 = self
             .buckets
             .iter()
             .filter(|(b, _)| *b >= from)
             .map(|(_, n)| *n)
             .sum();
-        Some(f64::from(n) / span.as_secs_f64())
+        Some(f64::from(n) / covered.as_secs_f64())
     }
 }
 
@@ -163,6 +184,9 @@ impl Accepted {
 pub struct Pace {
     /// `--rate`, requests per second: never exceeded.
     ceiling: f64,
+    /// The limit the gateway states (`RateLimit-Policy`), if it does: not
+    /// exceeded either.
+    stated: Option<f64>,
     /// Requests that may go back to back after an idle spell (`--burst`).
     burst: u32,
     /// The rate when the current climb started, and when it started.
@@ -172,6 +196,9 @@ pub struct Pace {
     limit: Option<f64>,
     /// Last decrease.
     cut_at: Option<Instant>,
+    /// The learnt limit was met again by a climb (an event while climbing,
+    /// holding or probing): no longer a guess.
+    confirmed: bool,
     evaluation: Option<Evaluation>,
     /// Share of 429s that is not about the pace.
     noise: f64,
@@ -197,11 +224,13 @@ impl Pace {
         let ceiling = 1.0 / interval.as_secs_f64().max(1e-9);
         Pace {
             ceiling,
+            stated: None,
             burst: burst.max(1),
             climb_from: ceiling,
             climb_at: None,
             limit: None,
             cut_at: None,
+            confirmed: false,
             evaluation: None,
             noise: 0.0,
             recent: VecDeque::with_capacity(RECENT),
@@ -222,26 +251,63 @@ impl Pace {
     /// The rate in force at `now`, requests per second.
     pub fn rate(&self, now: Instant) -> f64 {
         let floor = self.ceiling * MIN_FACTOR;
+        let top = self.top();
         let Some(limit) = self.limit else {
-            return self.ceiling;
+            return top;
         };
         // While a decrease is judged, the rate stays where it was cut to.
         let Some(at) = self.climb_at else {
-            return self.climb_from.clamp(floor, self.ceiling);
+            return self.climb_from.clamp(floor, top);
         };
         let t = now.saturating_duration_since(at);
         let hold = (limit * HOLD).max(floor);
+        let plateau = if !self.confirmed {
+            FIRST_PLATEAU
+        } else {
+            PLATEAU
+        };
         let rate = if t < RECOVER {
             // Concave: most of the way back in the first second or two.
             let left = 1.0 - t.as_secs_f64() / RECOVER.as_secs_f64();
             self.climb_from + (hold - self.climb_from) * (1.0 - left.powi(3))
-        } else if t < RECOVER + PLATEAU {
+        } else if t < RECOVER + plateau {
             hold
         } else {
-            let probing = (t - RECOVER - PLATEAU).as_secs_f64() / PROBE_EVERY.as_secs_f64();
-            hold + limit * PROBE_STEP * probing
+            let probing = (t - RECOVER - plateau).as_secs_f64() / PROBE_EVERY.as_secs_f64();
+            // A guess is probed faster and faster (convex, as CUBIC's
+            // probing), a limit found again steadily.
+            let steps = if !self.confirmed {
+                probing * (1.0 + probing) / 2.0
+            } else {
+                probing
+            };
+            hold + limit * PROBE_STEP * steps
         };
-        rate.clamp(floor, self.ceiling)
+        rate.clamp(floor, top)
+    }
+
+    /// The fastest the pace goes: `--rate`, or [`HOLD`] × the gateway's
+    /// stated limit if lower (the margin absorbs the requests sent before
+    /// the first answer stated it, and the gateway's clock).
+    fn top(&self) -> f64 {
+        self.stated
+            .map_or(self.ceiling, |s| (HOLD * s).min(self.ceiling))
+    }
+
+    /// The gateway states its limit (`RateLimit-Policy`), requests per
+    /// second: the pace goes no faster (the learning goes on below it, for
+    /// 429s that other clients of the key cause). `true` if it is news.
+    pub fn stated(&mut self, per_second: f64) -> bool {
+        let per_second = per_second.max(self.ceiling * MIN_FACTOR);
+        if self.stated == Some(per_second) {
+            return false;
+        }
+        if self.stated.is_none_or(|s| per_second < s) {
+            // Slots booked at the faster pace are booked again.
+            self.epoch += 1;
+        }
+        self.stated = Some(per_second);
+        true
     }
 
     /// Share of `--rate` in force at `now`.
@@ -371,6 +437,8 @@ impl Pace {
     /// A congestion event at `now`: the rate drops, every request pauses.
     fn decrease(&mut self, now: Instant, wait: Duration) -> Throttle {
         let current = self.rate(now);
+        // Met again on the way back up: the limit is known, not guessed.
+        self.confirmed |= self.climb_at.is_some();
         // What the gateway let through over its counting period (guessed
         // from how long it asks to wait: a per-minute window lets a minute's
         // average, not the pace of the moment) is the limit; never above
@@ -381,13 +449,16 @@ impl Pace {
         let long_period = self.period_hint > Duration::from_millis(1500);
         // Over a short period, only what got through since the rate last
         // settled counts: a stretch of pauses and waiting rows says less.
+        // Up to a minute of it: a token bucket lets a pace above its rate
+        // through until its burst is spent, and only the long average is
+        // its rate.
         let horizon = if long_period {
             HORIZON
         } else {
-            let steady = self
-                .climb_at
-                .map_or(Duration::MAX, |at| now.saturating_duration_since(at));
-            Duration::from_secs(10).min(steady)
+            let steady = self.climb_at.map_or(Duration::from_secs(10), |at| {
+                now.saturating_duration_since(at)
+            });
+            HORIZON.min(steady)
         };
         let through = self
             .accepted
@@ -410,6 +481,7 @@ impl Pace {
             throttled: 0,
             undo_to: current,
             from: until + SETTLE,
+            few_before: false,
         });
         self.climb_from = cut;
         self.lowest = self.lowest.min(cut);
@@ -438,7 +510,9 @@ impl Pace {
         self.evaluation = None;
         let share = f64::from(e.throttled) / f64::from(e.answered);
         if share == 0.0 {
-            // The limit is below where it was hit: climb back under it.
+            // The limit is below where it was hit, and at least where it
+            // was cut to: climb back under it.
+            self.limit = self.limit.map(|l| l.max(self.climb_from));
             self.climb_at = Some(now);
             return;
         }
@@ -460,12 +534,24 @@ impl Pace {
                 throttled: 0,
                 undo_to: current,
                 from: now + SETTLE,
+                few_before: false,
             });
             self.climb_from = cut;
             self.climb_at = None;
             self.lowest = self.lowest.min(cut);
             self.cut_at = Some(now);
             self.epoch += 1;
+            return;
+        }
+        if !e.few_before {
+            // A few: judge once more, from here.
+            self.evaluation = Some(Evaluation {
+                answered: 0,
+                throttled: 0,
+                from: now,
+                few_before: true,
+                ..e
+            });
             return;
         }
         // 429s below the limit, once the window has drained: not the pace.
@@ -592,8 +678,16 @@ mod tests {
             at(1.0)
         );
         assert!((at(5.0) - HOLD).abs() < 1e-9);
-        assert!((at(60.0) - HOLD).abs() < 1e-9, "holds");
-        assert!(at(75.0) > HOLD && at(75.0) < HOLD + 0.02, "probes slowly");
+        // A first event's limit is a guess: probed after a short plateau,
+        // slowly at first, then faster.
+        assert!((at(15.0) - HOLD).abs() < 1e-9, "holds");
+        let probe = |s: f64| at(5.0 + FIRST_PLATEAU.as_secs_f64() + s) - HOLD;
+        assert!((probe(10.0) - PROBE_STEP).abs() < 1e-9, "{}", probe(10.0));
+        assert!(
+            (probe(20.0) - 3.0 * PROBE_STEP).abs() < 1e-9,
+            "{}",
+            probe(20.0)
+        );
         // Far later the ceiling caps it.
         assert_eq!(p.rate(start + Duration::from_secs(100_000)), 100.0);
     }
@@ -604,10 +698,11 @@ mod tests {
         let Throttle::Paused { until } = reaction else {
             panic!("not an event")
         };
-        // After it settled: 1 in 20 still answered 429.
+        // After it settled: 1 in 20 still answered 429, over two rounds
+        // of judgement.
         let judged = until + SETTLE;
         let mut t = judged;
-        for i in 0..60 {
+        for i in 0..100 {
             t = judged + ms(25 * i);
             if i % 20 == 3 {
                 p.throttled(t, t + ms(40), Some(ms(1000)));
@@ -639,6 +734,18 @@ mod tests {
         seconds: u64,
         mut gateway: impl FnMut(Instant) -> Result<(), Duration>,
     ) -> (f64, u64, f64) {
+        let (achieved, late, minutes, _) = simulate_stated(rate, seconds, None, &mut gateway);
+        (achieved, late, minutes)
+    }
+
+    /// [`simulate`] with a gateway that may state its limit on every
+    /// answer; also returns every 429.
+    fn simulate_stated(
+        rate: f64,
+        seconds: u64,
+        stated: Option<f64>,
+        mut gateway: impl FnMut(Instant) -> Result<(), Duration>,
+    ) -> (f64, u64, f64, u64) {
         let t0 = Instant::now();
         let end = t0 + Duration::from_secs(seconds);
         let latency = ms(40);
@@ -647,7 +754,7 @@ mod tests {
         let mut flight: VecDeque<(Instant, Instant, Result<(), Duration>)> = VecDeque::new();
         let mut next = p.reserve(t0);
         let mut epoch = p.epoch();
-        let (mut ok, mut late_429) = (0u64, 0u64);
+        let (mut ok, mut late_429, mut all_429) = (0u64, 0u64, 0u64);
         loop {
             let answer = flight.front().map(|f| f.0);
             if answer.is_some_and(|a| a <= next) {
@@ -655,12 +762,16 @@ mod tests {
                 if at >= end {
                     break;
                 }
+                if let Some(limit) = stated {
+                    p.stated(limit);
+                }
                 match outcome {
                     Ok(()) => {
                         ok += 1;
                         p.accepted(sent, at);
                     }
                     Err(wait) => {
+                        all_429 += 1;
                         if at >= t0 + Duration::from_secs(60) {
                             late_429 += 1;
                         }
@@ -684,7 +795,59 @@ mod tests {
             next = p.reserve(sent);
         }
         let minutes = (seconds as f64 - 60.0) / 60.0;
-        (ok as f64 / seconds as f64, late_429, minutes)
+        (ok as f64 / seconds as f64, late_429, minutes, all_429)
+    }
+
+    #[test]
+    fn a_gateway_that_states_its_limit_is_never_refused() {
+        for multiple in [1.0, 2.0, 3.0, 10.0] {
+            for period in [1, 60] {
+                let calls = 20 * period as u32;
+                let gateway = window(calls, Duration::from_secs(period));
+                let (achieved, late, _, refused) =
+                    simulate_stated(20.0 * multiple, 300, Some(20.0), gateway);
+                assert!(
+                    achieved >= HOLD * 0.99 * 20.0,
+                    "{multiple}×, {calls} per {period} s: {achieved:.2}/s"
+                );
+                // Only the requests sent before the first answer stated
+                // the limit go faster: a few refusals at the start.
+                assert_eq!(late, 0, "{multiple}×, {calls} per {period} s");
+                assert!(
+                    refused <= 10,
+                    "{multiple}×, {calls} per {period} s: {refused} 429s"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stated_limit_caps_the_pace_below_the_ceiling() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(ms(10), 1, t0);
+        let epoch = p.epoch();
+        assert!(p.stated(50.0));
+        assert!(!p.stated(50.0));
+        assert_eq!(p.rate(t0), 49.0);
+        // Slots booked at the old pace are booked again.
+        assert_ne!(p.epoch(), epoch);
+        // Never above --rate, whatever the gateway states.
+        p.stated(500.0);
+        assert_eq!(p.rate(t0), 100.0);
+        p.stated(50.0);
+        let slots: Vec<_> = (0..3).map(|_| p.reserve(t0) - t0).collect();
+        let interval = Duration::from_secs_f64(1.0 / 49.0);
+        assert_eq!(slots, [ms(0), interval, interval * 2]);
+        // A 429 still counts below it (other clients share the key).
+        for i in 0..100 {
+            p.accepted(t0 + ms(i * 25), t0 + ms(i * 25));
+        }
+        let now = t0 + ms(2500);
+        assert!(matches!(
+            p.throttled(now - ms(10), now, Some(ms(500))),
+            Throttle::Paused { .. }
+        ));
+        assert!(p.rate(now + ms(500)) < 49.0);
     }
 
     /// The sandbox's sliding window (same model).
@@ -766,7 +929,11 @@ mod tests {
                 Ok(())
             }
         };
-        let (achieved, _, _) = simulate(100.0, 120, random);
+        // The first such 429, among the first answers, looks like a limit
+        // of a few per second (what got through in the first second); two
+        // rounds of judgement at that pace (about 13 s) find it is noise,
+        // and the pace is back at the ceiling for good.
+        let (achieved, _, _) = simulate(100.0, 300, random);
         assert!(achieved >= 0.9 * 100.0 * 0.95, "{achieved:.1}/s of 100/s");
     }
 

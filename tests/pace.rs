@@ -99,3 +99,45 @@ fn a_pause_for_a_429_is_shown_as_a_pause_with_its_end() {
     assert!(line.contains("of --rate 100.0/s, ETA "), "{line}");
     assert!(!line.contains("ETA unknown"), "{line}");
 }
+
+#[test]
+fn a_gateway_that_states_its_limit_is_kept_to_from_its_first_answer() {
+    // 40 per second, said in RateLimit-Policy on every answer: the pace
+    // goes no faster than 0.98 × 40/s, so nothing is refused, even at
+    // three times the limit.
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        rate_limit: Some(RateLimit {
+            calls: 40,
+            period: Duration::from_secs(1),
+        }),
+        rate_limit_headers: true,
+        ..Config::default()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("RH", 120)));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--rate",
+        "120/s",
+        "--summary",
+        "s.json",
+    ]));
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the gateway states a limit of 40.0/s (RateLimit-Policy): going at 39.2/s"),
+        "{err}"
+    );
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats["requests"]["rate_limited"].as_u64().unwrap_or(0),
+        0,
+        "{stats}"
+    );
+    let s = json(&work.read("s.json"));
+    assert_eq!(s["throttled"], 0);
+    assert_eq!(s["tracked"], 120);
+    // 120 requests at 39.2/s take 3 s, not the 1 s of --rate.
+    let sending = s["sending_seconds"].as_f64().unwrap();
+    assert!(sending > 2.5, "{sending}");
+}

@@ -66,6 +66,7 @@ pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
             period: r.period,
         }),
         rate_limit_kind: args.rate_limit_kind,
+        rate_limit_headers: args.rate_limit_headers,
         quota: args.quota.map(|calls| Quota {
             calls,
             period: args.quota_period,

@@ -46,11 +46,18 @@ pub struct Answer {
     /// A transient failure, and why, for the breaker and an outage's
     /// message.
     pub failure: Option<(FailureKind, String)>,
+    /// The limit the gateway states in its headers, requests per second.
+    pub stated_limit: Option<f64>,
 }
 
 impl Answer {
     /// What `verdict` says for the run, sent at `sent_at` and answered now.
-    pub fn of(verdict: &Verdict, sent_at: Instant, resent: bool) -> Answer {
+    pub fn of(
+        verdict: &Verdict,
+        stated_limit: Option<f64>,
+        sent_at: Instant,
+        resent: bool,
+    ) -> Answer {
         let (throttled, retry_after) = match verdict {
             Verdict::Retry {
                 throttled,
@@ -75,6 +82,7 @@ impl Answer {
                 Verdict::Created { .. } | Verdict::RowError { .. } | Verdict::BadResponse { .. }
             ),
             failure: crate::attempt::failure_kind(verdict).map(|kind| (kind, reason)),
+            stated_limit,
         }
     }
 }
@@ -284,6 +292,16 @@ impl Owner {
         );
         if answer.answered {
             self.latency_sample(answer.took);
+        }
+        if let Some(limit) = answer.stated_limit
+            && self.pace.stated(limit)
+        {
+            let now = Instant::now();
+            tracing::info!(
+                "the gateway states a limit of {limit:.1}/s (RateLimit-Policy): going at {:.1}/s",
+                self.pace.rate(now)
+            );
+            self.show(now, now);
         }
         if answer.answered && !answer.throttled {
             // The gateway let it through.

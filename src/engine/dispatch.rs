@@ -147,15 +147,14 @@ impl Ctx {
     async fn observe(
         &self,
         verdict: &Verdict,
-        sent_at: Instant,
+        answer: Answer,
         generation: u64,
-        item: &PendingItem,
+        line: u64,
         row: &Attempts,
-        posts: u32,
     ) -> Facts<'_> {
         match verdict {
             Verdict::BadResponse { reason, .. } => {
-                tracing::warn!(line = item.line, "{reason}");
+                tracing::warn!(line, "{reason}");
                 self.api.auth().accepted(generation);
             }
             Verdict::Created { .. } | Verdict::RowError { .. } => {
@@ -163,13 +162,9 @@ impl Ctx {
             }
             _ => {}
         }
-        let resent = posts == 1 && item.was_in_flight;
-        let throttle = self
-            .control
-            .answered(Answer::of(verdict, sent_at, resent))
-            .await;
+        let throttle = self.control.answered(answer).await;
         Facts {
-            line: item.line,
+            line,
             max_attempts: self.settings.max_attempts,
             longest_wait: longest_wait(&self.settings),
             can_refresh: self.api.auth().can_refresh(),
@@ -288,11 +283,12 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             }
         };
         let sent_at = Instant::now();
-        let verdict = ctx.api.track(&bearer, &item.payload).await;
+        let (verdict, stated) = ctx.api.track(&bearer, &item.payload).await;
         posts += 1;
         tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
+        let answer = Answer::of(&verdict, stated, sent_at, posts == 1 && item.was_in_flight);
         let facts = ctx
-            .observe(&verdict, sent_at, bearer.generation, &item, &row, posts)
+            .observe(&verdict, answer, bearer.generation, item.line, &row)
             .await;
         let requeue = |row: &Attempts| Outcome::Requeue {
             maybe_sent: row.maybe_sent,

@@ -18,6 +18,14 @@ pub struct Quota {
     pub period: Duration,
 }
 
+/// What is left of the rate limit after an admitted call, as a gateway's
+/// rate-limit headers tell it: calls left, and when the next one frees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Left {
+    pub calls: u32,
+    pub reset: Duration,
+}
+
 /// A sliding window: at most `calls` in any window of the period, less a
 /// 5% allowance for clock jitter between client and gateway (APIM's own
 /// counting is approximate). A refused call does not count.
@@ -50,10 +58,22 @@ impl Window {
             self.admitted.push_back(now);
             return Ok(());
         }
+        Err(self.frees_in(now))
+    }
+
+    /// Until the oldest call in the window leaves it.
+    fn frees_in(&self, now: Instant) -> Duration {
         let oldest = self.admitted.front().copied().unwrap_or(now);
-        Err(self
-            .span
-            .saturating_sub(now.saturating_duration_since(oldest)))
+        self.span
+            .saturating_sub(now.saturating_duration_since(oldest))
+    }
+
+    /// What is left right after a call admitted at `now`.
+    pub fn left(&self, now: Instant) -> Left {
+        Left {
+            calls: (self.limit.calls as usize).saturating_sub(self.admitted.len()) as u32,
+            reset: self.frees_in(now),
+        }
     }
 }
 
@@ -100,9 +120,20 @@ impl Bucket {
             self.tokens -= 1.0;
             return Ok(());
         }
-        Err(Duration::from_secs_f64(
-            (1.0 - self.tokens) / self.per_second,
-        ))
+        Err(self.next_token_in())
+    }
+
+    fn next_token_in(&self) -> Duration {
+        Duration::from_secs_f64((1.0 - self.tokens.fract()) / self.per_second)
+    }
+
+    /// What is left right after a call admitted (the bucket last counted
+    /// at that call).
+    pub fn left(&self) -> Left {
+        Left {
+            calls: self.tokens.floor() as u32,
+            reset: self.next_token_in(),
+        }
     }
 }
 
@@ -121,12 +152,40 @@ impl Limiter {
         }
     }
 
-    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+    /// `Ok` with what is left if the call at `now` is admitted, else how
+    /// long until it would be.
+    pub fn admit(&mut self, now: Instant) -> Result<Left, Duration> {
         match self {
-            Limiter::Window(w) => w.admit(now),
-            Limiter::Bucket(b) => b.admit(now),
+            Limiter::Window(w) => w.admit(now).map(|()| w.left(now)),
+            Limiter::Bucket(b) => b.admit(now).map(|()| b.left()),
         }
     }
+}
+
+/// The IETF rate-limit fields (draft-ietf-httpapi-ratelimit-headers-08
+/// and later) for a limit and what is left of it: `RateLimit-Policy` (the
+/// quota `q` per window `w` seconds) and `RateLimit` (`r` calls left, `t`
+/// seconds until the quota frees; at least 1 when nothing is left).
+pub fn headers(limit: RateLimit, left: Left) -> [(&'static str, String); 2] {
+    let reset = if left.calls == 0 {
+        retry_after_secs(left.reset)
+    } else {
+        left.reset.as_secs() + u64::from(left.reset.subsec_nanos() > 0)
+    };
+    [
+        (
+            "ratelimit-policy",
+            format!(
+                "\"sandbox\";q={};w={}",
+                limit.calls,
+                retry_after_secs(limit.period)
+            ),
+        ),
+        (
+            "ratelimit",
+            format!("\"sandbox\";r={};t={reset}", left.calls),
+        ),
+    ]
 }
 
 /// Calls left in the current quota period, which starts with the first call.
@@ -254,6 +313,55 @@ mod tests {
         assert_eq!(retry_after_secs(ms(1000)), 1);
         assert_eq!(retry_after_secs(ms(1001)), 2);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn what_is_left_counts_down_to_nothing() {
+        let t0 = Instant::now();
+        let limit = RateLimit {
+            calls: 3,
+            period: Duration::from_secs(1),
+        };
+        let mut l = Limiter::new(limit, LimitKind::Window);
+        let left: Vec<u32> = (0..3)
+            .map(|i| l.admit(t0 + ms(i * 100)).map(|left| left.calls))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, [2, 1, 0]);
+        // The first call leaves the 950 ms window 950 ms after it.
+        assert_eq!(l.admit(t0 + ms(200)), Err(ms(750)));
+        let mut b = Limiter::new(limit, LimitKind::Bucket);
+        let left: Vec<u32> = (0..3)
+            .map(|_| b.admit(t0).map(|left| left.calls))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, [2, 1, 0]);
+    }
+
+    #[test]
+    fn rate_limit_headers_follow_the_ietf_fields() {
+        let limit = RateLimit {
+            calls: 40,
+            period: Duration::from_secs(60),
+        };
+        let [policy, now] = headers(
+            limit,
+            Left {
+                calls: 0,
+                reset: ms(10),
+            },
+        );
+        assert_eq!(policy, ("ratelimit-policy", "\"sandbox\";q=40;w=60".into()));
+        // Nothing left: wait at least a second.
+        assert_eq!(now, ("ratelimit", "\"sandbox\";r=0;t=1".into()));
+        let [_, now] = headers(
+            limit,
+            Left {
+                calls: 7,
+                reset: ms(2500),
+            },
+        );
+        assert_eq!(now.1, "\"sandbox\";r=7;t=3");
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// How it counts calls against it.
     pub rate_limit_kind: LimitKind,
+    /// Answers under the rate limit carry `RateLimit-Policy` and
+    /// `RateLimit` (the IETF fields): calls left and when more free.
+    pub rate_limit_headers: bool,
     /// The gateway's call quota (403 once spent).
     pub quota: Option<Quota>,
     pub faults: Faults,
@@ -86,6 +89,7 @@ impl Default for Config {
             unknown_rate: DEFAULT_UNKNOWN_RATE,
             rate_limit: None,
             rate_limit_kind: LimitKind::Window,
+            rate_limit_headers: false,
             quota: None,
             faults: Faults::default(),
             webhooks: None,

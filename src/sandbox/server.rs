@@ -282,17 +282,44 @@ async fn track(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refused) = gateway(&shared, &query, &headers) {
-        return refused;
+    let left = match gateway(&shared, &query, &headers) {
+        Gate::Admitted(left) => left,
+        Gate::Refused(refused) => return refused,
+    };
+    let mut response = serve(&shared, close, &headers, &body).await;
+    if let Some(left) = left {
+        add_limit_headers(&shared.config, &mut response, left);
     }
+    response
+}
 
+/// With `rate_limit_headers`, the IETF rate-limit fields on an answer.
+fn add_limit_headers(config: &Config, response: &mut Response, left: limits::Left) {
+    let Some(limit) = config.rate_limit.filter(|_| config.rate_limit_headers) else {
+        return;
+    };
+    for (name, value) in limits::headers(limit, left) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, v);
+        }
+    }
+}
+
+/// A call the gateway let through: the service, with the faults drawn.
+async fn serve(
+    shared: &Arc<Shared>,
+    close: Option<axum::Extension<CloseConnection>>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let shared = shared.clone();
     // The fault draw is keyed by the document (or the raw body).
-    let value: Option<Value> = serde_json::from_slice(&body).ok();
+    let value: Option<Value> = serde_json::from_slice(body).ok();
     let key = value
         .as_ref()
         .and_then(|v| v.get("documentReference"))
         .and_then(Value::as_str)
-        .map_or_else(|| format!("body:{:016x}", hash_bytes(&body)), str::to_owned);
+        .map_or_else(|| format!("body:{:016x}", hash_bytes(body)), str::to_owned);
     let nth = match shared.ledger.lock() {
         Ok(mut l) => {
             let n = l.seen.entry(key.clone()).or_default();
@@ -310,7 +337,7 @@ async fn track(
         return inject(&shared, f, close.as_ref().map(|c| &c.0), None).await;
     }
 
-    let (response, created) = match service(&shared, &headers, value, &body) {
+    let (response, created) = match service(&shared, headers, value, body) {
         Answer::Created(created) => (created_response(&created), Some(created)),
         Answer::Refused(refusal) => (refusal, None),
     };
@@ -333,12 +360,16 @@ async fn track(
     }
 }
 
+/// What the gateway made of a call.
+enum Gate {
+    /// Let through, with what is left of the rate limit, if there is one.
+    Admitted(Option<limits::Left>),
+    /// Refused: this is the answer.
+    Refused(Response),
+}
+
 /// The gateway's checks: subscription key, rate limit, quota.
-fn gateway(
-    shared: &Shared,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-) -> Option<Response> {
+fn gateway(shared: &Shared, query: &HashMap<String, String>, headers: &HeaderMap) -> Gate {
     let config = &shared.config;
     let key = headers
         .get(spec::SUBSCRIPTION_KEY_HEADER)
@@ -368,7 +399,7 @@ fn gateway(
         if let Ok(v) = HeaderValue::from_str(&realm) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
-        return Some(r);
+        return Gate::Refused(r);
     }
     let now = Instant::now();
     let verdict = shared
@@ -389,7 +420,15 @@ fn gateway(
         );
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Some(r);
+        add_limit_headers(
+            &shared.config,
+            &mut r,
+            limits::Left {
+                calls: 0,
+                reset: wait,
+            },
+        );
+        return Gate::Refused(r);
     }
     if let Some(quota) = &shared.quota
         && let Ok(mut q) = quota.lock()
@@ -407,9 +446,9 @@ fn gateway(
             header::RETRY_AFTER,
             HeaderValue::from(limits::retry_after_secs(wait)),
         );
-        return Some(r);
+        return Gate::Refused(r);
     }
-    None
+    Gate::Admitted(verdict.and_then(Result::ok))
 }
 
 /// A tracking the service created (or found again).
