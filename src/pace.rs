@@ -23,11 +23,20 @@
 //! - The rate then climbs back, fast and concave, to [`HOLD`] × the limit
 //!   in [`RECOVER`], holds there for [`PLATEAU`], and only then probes
 //!   above it slowly ([`PROBE_STEP`] per [`PROBE_EVERY`]): at most one event
-//!   per minute or so once the limit is known.
+//!   per minute or so once the limit is known. The first event's limit is
+//!   a guess (a burst read by the second, a sliding window of 0.95 s read
+//!   as one of a second): it is probed after [`FIRST_PLATEAU`], faster and
+//!   faster (convex, as CUBIC's probing), until an event on the way back up
+//!   confirms a limit.
 //! - If 429s do not become rarer after a decrease, they are not about the
-//!   pace (client-side adaptive throttling's rule): the decrease is undone,
-//!   their share is taken as noise, and a 429 within it only makes its own
-//!   row wait its `Retry-After`.
+//!   pace (client-side adaptive throttling's rule): when two rounds of
+//!   judgement both find a few, the decrease is undone, their share is
+//!   taken as noise, and a 429 within it only makes its own row wait its
+//!   `Retry-After`. (One round is not enough: a token bucket refilled
+//!   during the pause hides an overload for seconds.)
+//! - A gateway that states its limit (`RateLimit-Policy`, see
+//!   [`crate::ratelimit`]) is kept to from its first answer: the pace goes
+//!   no faster than [`HOLD`] × what it states.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -46,8 +55,8 @@ pub const PLATEAU: Duration = Duration::from_secs(60);
 pub const FIRST_PLATEAU: Duration = Duration::from_secs(10);
 /// Probing above the learnt limit: this share of it more every...
 pub const PROBE_STEP: f64 = 0.01;
-/// ...this long; after the first event, faster and faster (+1% after 10 s,
-/// +3% after 20 s, +6% after 30 s).
+/// ...this long; while the limit is a guess, faster and faster (+1% after
+/// 5 s, +3% after 10 s, +10% after 20 s, +21% after 30 s).
 pub const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// Lowest share of `--rate` the pace goes down to.
 pub const MIN_FACTOR: f64 = 1.0 / 64.0;
@@ -277,7 +286,8 @@ impl Pace {
             // A guess is probed faster and faster (convex, as CUBIC's
             // probing), a limit found again steadily.
             let steps = if !self.confirmed {
-                probing * (1.0 + probing) / 2.0
+                let quick = 2.0 * probing;
+                quick * (1.0 + quick) / 2.0
             } else {
                 probing
             };
@@ -423,9 +433,19 @@ impl Pace {
         if self.cut_at.is_some() && !after_cut {
             return Throttle::SameEvent;
         }
-        if self.evaluation.is_some() {
-            // The last decrease is still being judged: this row only waits.
-            return Throttle::RowWaits(wait);
+        if let Some(e) = self.evaluation {
+            // The last decrease is still being judged. A request sent
+            // while the gateway's count of the old pace drained only waits
+            // its Retry-After; a judged one books again at the decreased
+            // pace, which is what is judged (were it to wait holding its
+            // slot, the slots would bound what is sent, and the judgement
+            // would read the limit as what --concurrency rows a second get
+            // through).
+            return if sent_at < e.from {
+                Throttle::RowWaits(wait)
+            } else {
+                Throttle::SameEvent
+            };
         }
         // 429s no more frequent than the noise already seen: not the pace.
         if self.noise > 0.0 && self.recent_share() < 2.0 * self.noise + 0.05 {
@@ -449,12 +469,12 @@ impl Pace {
         let long_period = self.period_hint > Duration::from_millis(1500);
         // Over a short period, only what got through since the rate last
         // settled counts: a stretch of pauses and waiting rows says less.
-        // Up to a minute of it: a token bucket lets a pace above its rate
-        // through until its burst is spent, and only the long average is
-        // its rate.
         let horizon = if long_period {
             HORIZON
         } else {
+            // Up to a minute of it: a token bucket lets a pace above its
+            // rate through until its burst is spent, and only the long
+            // average is its rate.
             let steady = self.climb_at.map_or(Duration::from_secs(10), |at| {
                 now.saturating_duration_since(at)
             });
@@ -522,7 +542,9 @@ impl Pace {
                 .as_secs_f64()
                 .max(1e-3);
             // What was let through, per second, while the judged requests
-            // went: the limit.
+            // went: the limit (a guess: rows waiting out their 429s hold
+            // their slots, so fewer requests than the gateway would admit
+            // may have been judged).
             let through = f64::from(e.answered - e.throttled) / span;
             let current = self.rate(now);
             let floor = self.ceiling * MIN_FACTOR;
@@ -682,11 +704,11 @@ mod tests {
         // slowly at first, then faster.
         assert!((at(15.0) - HOLD).abs() < 1e-9, "holds");
         let probe = |s: f64| at(5.0 + FIRST_PLATEAU.as_secs_f64() + s) - HOLD;
-        assert!((probe(10.0) - PROBE_STEP).abs() < 1e-9, "{}", probe(10.0));
+        assert!((probe(5.0) - PROBE_STEP).abs() < 1e-9, "{}", probe(5.0));
         assert!(
-            (probe(20.0) - 3.0 * PROBE_STEP).abs() < 1e-9,
+            (probe(10.0) - 3.0 * PROBE_STEP).abs() < 1e-9,
             "{}",
-            probe(20.0)
+            probe(10.0)
         );
         // Far later the ceiling caps it.
         assert_eq!(p.rate(start + Duration::from_secs(100_000)), 100.0);

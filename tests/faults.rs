@@ -170,7 +170,11 @@ fn a_gateway_limit_below_the_rate_gets_few_429s() {
         "rate limit 20/s, --rate 60/s: 300 rows, {limited} answers 429, pace down to {}%",
         s["lowest_pace_percent"]
     );
-    assert!(limited <= 25, "{limited} answers 429: a storm");
+    // All within the first judgement of the pace (the judged requests go
+    // at the decreased pace, to read the limit right: about 30 here, 18
+    // when they waited out their Retry-After and the limit was read 20%
+    // low); a storm is hundreds.
+    assert!(limited <= 40, "{limited} answers 429: a storm");
 }
 
 /// A slow token endpoint while requests wait for their rate slots: the
