@@ -591,9 +591,18 @@ fn quota_table(k: usize, out_dir: &Path) {
         let mut cells = Vec::new();
         for &multiple in gateway.multiples {
             let run = quota_run(gateway, multiple, seconds);
+            // The limit as the gateway is configured (N per period), and, for
+            // a window, what its 5% jitter allowance really lets through.
+            let configured = f64::from(gateway.limit.calls) / gateway.limit.period.as_secs_f64();
+            let of_configured = run.share * gateway.capacity / configured;
+            let through = if (gateway.capacity - configured).abs() > 1e-9 {
+                format!(" ({:.3} of what it lets through)", run.share)
+            } else {
+                String::new()
+            };
             cells.push(format!(
-                "{multiple}×: {:.3} of the limit, {} × 429 ({:.1}/min after the first minute), peak second {:.2} of --rate",
-                run.share, run.total_429, run.late_429_per_minute, run.peak_over_rate
+                "{multiple}×: {of_configured:.3} of the limit{through}, {} × 429 ({:.1}/min after the first minute), peak second {:.2} of --rate",
+                run.total_429, run.late_429_per_minute, run.peak_over_rate
             ));
             if gateway.kind == sandbox::LimitKind::Window
                 && !gateway.headers
