@@ -35,6 +35,7 @@ pub mod secret;
 pub mod spec;
 pub mod store;
 pub mod summary;
+pub mod webhooks;
 
 use anyhow::Result;
 
