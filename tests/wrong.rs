@@ -3,7 +3,7 @@
 //! SSL_CERT_FILE), a dead proxy, a token URL that redirects, `expires_in`
 //! as a string.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,18 +140,7 @@ fn tls_front(
     .with_single_cert(certs, key)
     .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
-            Ipv4Addr::LOCALHOST,
-            0,
-        ))))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (runtime, listener, addr) = loopback_listener();
     let handshakes = Arc::new(AtomicU64::new(0));
     let counted = handshakes.clone();
     runtime.spawn(async move {

@@ -471,9 +471,9 @@ pub fn signal(child: &Child, sig: i32) {
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
-/// Serves `app` on 127.0.0.1:0 from a runtime of its own (kept alive by the
-/// caller), for scripted servers; returns the runtime and the address.
-pub fn serve_on_loopback(app: axum::Router) -> (tokio::runtime::Runtime, SocketAddr) {
+/// A runtime of its own and a listener on 127.0.0.1:0 bound in it, with
+/// its address: the base of every scripted server.
+pub fn loopback_listener() -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -486,6 +486,13 @@ pub fn serve_on_loopback(app: axum::Router) -> (tokio::runtime::Runtime, SocketA
         ))))
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    (runtime, listener, addr)
+}
+
+/// Serves `app` on 127.0.0.1:0 from a runtime of its own (kept alive by the
+/// caller), for scripted servers; returns the runtime and the address.
+pub fn serve_on_loopback(app: axum::Router) -> (tokio::runtime::Runtime, SocketAddr) {
+    let (runtime, listener, addr) = loopback_listener();
     runtime.spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
