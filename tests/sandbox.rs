@@ -729,6 +729,11 @@ fn webhooks_are_delivered_in_the_specs_shape() {
         assert!(hu["Spi"].as_str().unwrap().starts_with("CNI"));
         assert_eq!(hu["Reference"].as_str().unwrap().len(), 11);
     }
+    // The sandbox counts a delivery once its answer is read, which can be
+    // after the receiver above has pushed the payload: wait for the count.
+    wait_for(Duration::from_secs(10), "the delivery count", || {
+        sandbox.stats()["webhooks_delivered"].as_u64() >= Some(units as u64)
+    });
     assert_eq!(sandbox.stats()["webhooks_delivered"], units as u64);
 }
 
