@@ -232,7 +232,7 @@ fn main() {
     );
     let _ = std::fs::create_dir_all(&out_dir);
 
-    // TRACKMASS_BENCH_ONLY=overhead,rate,latency,scale,checkpoint,resume,sweep,quota
+    // TRACKMASS_BENCH_ONLY=overhead,rate,latency,scale,checkpoint,resume,sweep,quota,night
     let only = std::env::var("TRACKMASS_BENCH_ONLY").ok();
     let want = |name: &str| {
         only.as_deref()
@@ -457,6 +457,63 @@ fn main() {
     if want("quota") {
         quota_table(k, &out_dir);
     }
+
+    // 9. The bad night of the pace: --chaos's faults with and without 5%
+    //    of requests answered 429 at random.
+    if want("night") {
+        night(k);
+    }
+}
+
+/// 2,000 rows through `--chaos`'s faults (hangs cut to 30 s), as the test
+/// `random_429s_on_a_bad_night_do_not_collapse_the_pace` runs them; once
+/// without and once with 5% of requests answered 429 whatever the pace.
+fn night(k: usize) {
+    let rows = 2000 / k;
+    let run = |status_429: f64| {
+        let bench = Bench::start(sandbox::Config {
+            unknown_rate: 0.0,
+            token_ttl: Duration::from_secs(24 * 3600),
+            faults: Faults {
+                status_429,
+                hang_for: Duration::from_secs(30),
+                ..Faults::chaos()
+            },
+            ..sandbox::Config::default()
+        });
+        let dir = tempdir();
+        let (m, s) = run_rows(
+            &bench,
+            dir.path(),
+            rows,
+            &[
+                "--rate",
+                "400/s",
+                "--concurrency",
+                "64",
+                "--timeout",
+                "2s",
+                "--backoff-base",
+                "50ms",
+                "--backoff-cap",
+                "1s",
+            ],
+        );
+        (
+            m.wall.as_secs_f64(),
+            s["pending"].as_u64().unwrap_or(u64::MAX),
+        )
+    };
+    let (calm, calm_left) = run(0.0);
+    let (throttled, throttled_left) = run(0.05);
+    row(
+        "bad night: 2,000 rows, --chaos, with 5% random 429s vs without",
+        format!(
+            "{throttled:.1} s vs {calm:.1} s = **{:.2}×** ({throttled_left} and {calm_left} rows left pending)",
+            throttled / calm
+        ),
+        "≤ 3×",
+    );
 }
 
 /// One gateway of the quota table.

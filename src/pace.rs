@@ -28,12 +28,20 @@
 //!   as one of a second): it is probed after [`FIRST_PLATEAU`], faster and
 //!   faster (convex, as CUBIC's probing), until an event on the way back up
 //!   confirms a limit.
-//! - If 429s do not become rarer after a decrease, they are not about the
-//!   pace (client-side adaptive throttling's rule): when two rounds of
-//!   judgement both find a few, the decrease is undone, their share is
-//!   taken as noise, and a 429 within it only makes its own row wait its
-//!   `Retry-After`. (One round is not enough: a token bucket refilled
-//!   during the pause hides an overload for seconds.)
+//! - A 429 while climbing back or holding under the learnt limit (not
+//!   probing above it) says the limit was read high: what got through
+//!   reads a token bucket high, as it refilled during the pause and let a
+//!   burst through after. Such misses in a row lower the limit faster and
+//!   faster (to the pace refused, then 0.98 of it, then 0.98³: TCP's
+//!   backoff on repeated losses), so a bucket's rate is found in three
+//!   or four events rather than one event per 2%.
+//! - If 429s do not become rarer when the pace falls, they are not about
+//!   the pace (client-side adaptive throttling's rule): a judgement that
+//!   finds a few cuts the rate once more and judges again; none then says
+//!   the rate was just over the limit (a bucket a little above its rate
+//!   refuses only the excess), about as many says noise: the decrease is
+//!   undone, their share is taken as noise, and a 429 within it only makes
+//!   its own row wait its `Retry-After`.
 //! - A gateway that states its limit (`RateLimit-Policy`, see
 //!   [`crate::ratelimit`]) is kept to from its first answer: the pace goes
 //!   no faster than [`HOLD`] × what it states.
@@ -101,10 +109,19 @@ struct Evaluation {
     undo_to: f64,
     /// Requests sent from this moment on are judged.
     from: Instant,
-    /// An earlier round of this judgement found a few 429s: a second such
-    /// round makes them noise (one round is not enough: a token bucket
-    /// refilled by the pause hides an overload for seconds).
-    few_before: bool,
+    /// An earlier round of this judgement found a few 429s: what got
+    /// through then (per second) and their share. The rate was cut again;
+    /// a round that finds about as many makes them noise, one that finds
+    /// none says that round's rate was just over the limit (a token bucket
+    /// a little above its rate refuses only the excess).
+    few_before: Option<Few>,
+}
+
+/// A round of judgement that found a few 429s.
+#[derive(Debug, Clone, Copy)]
+struct Few {
+    through: f64,
+    share: f64,
 }
 
 /// A share of 429s above this is a limit being hit, never noise.
@@ -222,6 +239,8 @@ pub struct Pace {
     epoch: u64,
     /// Lowest rate so far.
     lowest: f64,
+    /// Events in a row below the learnt limit (see [`Pace::decrease`]).
+    misses: u32,
     /// The longest `Retry-After` of an event: a hint of the gateway's
     /// counting period (a second, a minute).
     period_hint: Duration,
@@ -249,6 +268,7 @@ impl Pace {
             epoch: 0,
             lowest: ceiling,
             period_hint: Duration::ZERO,
+            misses: 0,
         }
     }
 
@@ -457,6 +477,11 @@ impl Pace {
     /// A congestion event at `now`: the rate drops, every request pauses.
     fn decrease(&mut self, now: Instant, wait: Duration) -> Throttle {
         let current = self.rate(now);
+        // Refused below the learnt limit (climbing back to it or holding
+        // under it, not probing above): that limit was read too high. An
+        // event while probing ends the count.
+        let below_limit =
+            self.climb_at.is_some() && self.limit.is_some_and(|l| current <= l * HOLD);
         // Met again on the way back up: the limit is known, not guessed.
         self.confirmed |= self.climb_at.is_some();
         // What the gateway let through over its counting period (guessed
@@ -492,6 +517,13 @@ impl Pace {
         } else {
             through
         };
+        // Misses in a row shrink it faster and faster (1, 0.98, 0.94,
+        // 0.87...): what got through reads a token bucket high (refilled
+        // during the pause, it let a burst through), and one miss in a
+        // row is all a fair estimate gets.
+        self.misses = if below_limit { self.misses + 1 } else { 0 };
+        let shrink = HOLD.powi((1 << self.misses.clamp(1, 8).saturating_sub(1)) - 1);
+        let hit_at = hit_at * shrink;
         self.limit = Some(hit_at.max(self.ceiling * MIN_FACTOR));
         let cut = (BETA * hit_at).clamp(self.ceiling * MIN_FACTOR, current);
         let until = now.checked_add(wait).unwrap_or(now);
@@ -501,7 +533,7 @@ impl Pace {
             throttled: 0,
             undo_to: current,
             from: until + SETTLE,
-            few_before: false,
+            few_before: None,
         });
         self.climb_from = cut;
         self.lowest = self.lowest.min(cut);
@@ -530,9 +562,11 @@ impl Pace {
         self.evaluation = None;
         let share = f64::from(e.throttled) / f64::from(e.answered);
         if share == 0.0 {
-            // The limit is below where it was hit, and at least where it
+            // The limit is below where it was hit (or, after a round that
+            // found a few, what got through then), and at least where it
             // was cut to: climb back under it.
-            self.limit = self.limit.map(|l| l.max(self.climb_from));
+            let below = e.few_before.map_or(f64::INFINITY, |f| f.through);
+            self.limit = self.limit.map(|l| l.min(below).max(self.climb_from));
             self.climb_at = Some(now);
             return;
         }
@@ -556,7 +590,7 @@ impl Pace {
                 throttled: 0,
                 undo_to: current,
                 from: now + SETTLE,
-                few_before: false,
+                few_before: None,
             });
             self.climb_from = cut;
             self.climb_at = None;
@@ -565,15 +599,33 @@ impl Pace {
             self.epoch += 1;
             return;
         }
-        if !e.few_before {
-            // A few: judge once more, from here.
+        if e.few_before.is_none_or(|f| share < 0.5 * f.share) {
+            // A few (or, in a later round, fewer by half): the rate may be
+            // just over the limit (a token bucket refuses only the
+            // excess), or they are not about the pace. Slower, and judged
+            // once more: if they do not become rarer, they are noise
+            // (client-side adaptive throttling's rule).
+            let span = now
+                .saturating_duration_since(e.from)
+                .as_secs_f64()
+                .max(1e-3);
+            let through = f64::from(e.answered - e.throttled) / span;
+            let current = self.rate(now);
+            let cut = (BETA * current).max(self.ceiling * MIN_FACTOR);
             self.evaluation = Some(Evaluation {
                 answered: 0,
                 throttled: 0,
-                from: now,
-                few_before: true,
+                from: now + SETTLE,
+                few_before: Some(Few {
+                    through: through.min(current),
+                    share,
+                }),
                 ..e
             });
+            self.climb_from = cut;
+            self.lowest = self.lowest.min(cut);
+            self.cut_at = Some(now);
+            self.epoch += 1;
             return;
         }
         // 429s below the limit, once the window has drained: not the pace.
@@ -721,10 +773,10 @@ mod tests {
             panic!("not an event")
         };
         // After it settled: 1 in 20 still answered 429, over two rounds
-        // of judgement.
+        // of judgement, the second at a slower pace.
         let judged = until + SETTLE;
         let mut t = judged;
-        for i in 0..100 {
+        for i in 0..200 {
             t = judged + ms(25 * i);
             if i % 20 == 3 {
                 p.throttled(t, t + ms(40), Some(ms(1000)));
@@ -745,6 +797,95 @@ mod tests {
             Throttle::RowWaits(ms(1000))
         );
         assert!(p.paused_until(later + ms(40)).is_none());
+    }
+
+    #[test]
+    fn a_few_429s_that_stop_when_the_pace_slows_are_the_limit_not_noise() {
+        let (mut p, _, reaction) = hit(ms(500));
+        let Throttle::Paused { until } = reaction else {
+            panic!("not an event")
+        };
+        // A token bucket a little below the cut pace refuses only the
+        // excess: 1 in 20 in the first round, none once slower.
+        let judged = until + SETTLE;
+        let mut t = judged;
+        let mut refusing = true;
+        for i in 0..200 {
+            t = judged + ms(25 * i);
+            if refusing && p.evaluation.is_some_and(|e| e.few_before.is_some()) {
+                refusing = false;
+            }
+            if refusing && i % 20 == 3 {
+                p.throttled(t, t + ms(40), Some(ms(1000)));
+            } else {
+                p.accepted(t, t + ms(40));
+            }
+        }
+        assert!(!refusing, "no second round of judgement");
+        assert!(!p.judging());
+        assert_eq!(p.noise, 0.0);
+        // The limit is at most what got through in the round that found
+        // a few (19 in 20 of the answers, 40 a second), not the 20/s the
+        // first event read nor the undo.
+        let limit = p.learnt_limit().unwrap();
+        assert!(limit <= 40.0 * 19.0 / 20.0 + 1e-9, "{limit}");
+        // A later 429 is an event again, not a row that waits.
+        let later = t + Duration::from_secs(1);
+        assert!(matches!(
+            p.throttled(later, later + ms(40), Some(ms(1000))),
+            Throttle::Paused { .. }
+        ));
+    }
+
+    /// Answers every request accepted, at the pace's rate, from `from`
+    /// for `span`; returns the end.
+    fn feed(p: &mut Pace, from: Instant, span: Duration) -> Instant {
+        let mut t = from;
+        while t < from + span {
+            p.accepted(t, t);
+            t += Duration::from_secs_f64(1.0 / p.rate(t));
+        }
+        t
+    }
+
+    #[test]
+    fn events_in_a_row_below_the_learnt_limit_shrink_it_faster_and_faster() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(ms(10), 1, t0);
+        let mut t = feed(&mut p, t0, Duration::from_secs(3));
+        let mut limits = Vec::new();
+        let mut paces = Vec::new();
+        for _ in 0..4 {
+            // Refused while holding under the learnt limit (or, the first
+            // time, at --rate).
+            paces.push(p.rate(t));
+            let Throttle::Paused { until } = p.throttled(t, t, Some(ms(500))) else {
+                panic!("not an event at {:?}", t - t0)
+            };
+            limits.push(p.learnt_limit().unwrap());
+            // Nothing refused after: the decrease is judged, the rate
+            // climbs back and holds.
+            t = feed(&mut p, until, SETTLE + RECOVER + Duration::from_secs(2));
+            assert!(!p.judging());
+            assert!((p.rate(t) - HOLD * limits.last().unwrap()).abs() < 1e-6);
+        }
+        // The first read what got through (all of the pace); each miss in
+        // a row after it takes the pace it was refused at, shrunk by 1,
+        // 0.98, then 0.98^3.
+        let expected = [paces[0], paces[1], paces[2] * HOLD, paces[3] * HOLD.powi(3)];
+        for (i, (got, want)) in limits.iter().zip(expected).enumerate() {
+            assert!(
+                (got - want).abs() < 0.005 * want,
+                "event {i}: {limits:?} {paces:?}"
+            );
+        }
+        // Refused while probing above it: the count starts again, the
+        // limit is the pace of the moment.
+        let later = feed(&mut p, t, PLATEAU + PROBE_EVERY);
+        let at = p.rate(later);
+        assert!(at > HOLD * limits[3]);
+        p.throttled(later, later, Some(ms(500)));
+        assert!((p.learnt_limit().unwrap() - at).abs() < 0.005 * at);
     }
 
     /// A simulated gateway fed with the pace's slots: requests go at their
@@ -915,6 +1056,9 @@ mod tests {
         let per_second = || window(20, Duration::from_secs(1));
         let per_minute = || window(1200, Duration::from_secs(60));
         let bucket = || token_bucket(20.0, 40.0);
+        // As the sandbox's: a window of 0.95 s, a bucket of one second.
+        let jittered = || window(20, ms(950));
+        let small_bucket = || token_bucket(20.0, 20.0);
         for multiple in [1.0, 2.0, 3.0, 10.0] {
             for (name, gateway) in [
                 (
@@ -923,6 +1067,8 @@ mod tests {
                 ),
                 ("per minute", Box::new(per_minute())),
                 ("token bucket", Box::new(bucket())),
+                ("per 0.95 s", Box::new(jittered())),
+                ("token bucket of a second", Box::new(small_bucket())),
             ] {
                 let (achieved, late, minutes) = simulate(20.0 * multiple, 300, gateway);
                 let share = achieved / 20.0;
