@@ -99,6 +99,26 @@ fn open_lock_file(path: &Path, create: bool) -> Result<File> {
 /// Takes the lock of `state` for `command`, or fails at once naming the
 /// process that holds it.
 pub fn acquire(state: &Path, command: Command) -> Result<StateLock> {
+    take(
+        state,
+        command.as_str(),
+        "the state file is in use by",
+        "wait for it to finish, or stop it, before running again (nothing was sent)",
+    )
+}
+
+/// Takes the lock of the webhook receiver's events store (`EVENTS.lock`):
+/// one receiver per store.
+pub fn acquire_events(events: &Path) -> Result<StateLock> {
+    take(
+        events,
+        "webhooks serve",
+        "the events store is in use by",
+        "one receiver per store: stop that one first, or pass another --state",
+    )
+}
+
+fn take(state: &Path, label: &str, in_use: &str, advice: &str) -> Result<StateLock> {
     if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -123,11 +143,7 @@ pub fn acquire(state: &Path, command: Command) -> Result<StateLock> {
                     )
                 })
                 .unwrap_or_else(|_| "another process".to_string());
-            bail!(
-                "{}: the state file is in use by {holder}; wait for it to finish, \
-                 or stop it, before running again (nothing was sent)",
-                state.display()
-            );
+            bail!("{}: {in_use} {holder}; {advice}", state.display());
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("{}: cannot lock", path.display()));
@@ -137,7 +153,7 @@ pub fn acquire(state: &Path, command: Command) -> Result<StateLock> {
         pid: std::process::id(),
         host: hostname(),
         since: crate::store::now_rfc3339(),
-        command: command.as_str().to_string(),
+        command: label.to_string(),
     };
     let json = serde_json::to_string(&holder).unwrap_or_default();
     file.set_len(0)

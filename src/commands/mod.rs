@@ -7,6 +7,7 @@ pub mod run;
 pub mod sandbox;
 pub mod status;
 pub mod validate;
+pub mod webhooks;
 
 /// Prints to stdout without panicking when nobody reads it any more
 /// (`trackmass ... | head`, a closed pipe in a scheduler): output is a

@@ -1,6 +1,9 @@
-//! Receiving what the trackings send (issue 13, in progress): for now the
-//! reading of SOGET's webhook payload into events with their
-//! de-duplication key ([`payload`]); the receiver, its store and the export
-//! come next.
+//! Receiving what the trackings send: SOGET's webhook payload read into
+//! events ([`payload`]), the receiver that takes them at a secret path
+//! ([`receiver`], [`token`]) and the store that keeps each once
+//! ([`store`]). The export that ties them to documents comes next.
 
 pub mod payload;
+pub mod receiver;
+pub mod store;
+pub mod token;

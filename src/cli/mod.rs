@@ -7,10 +7,12 @@
 //!   bad flag is a usage error (exit 2) before anything runs;
 //! - no flag ever carries a secret: credentials come from the environment.
 
+mod webhooks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+pub use webhooks::{ServeArgs, UrlArgs, WebhooksCommand};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -71,6 +73,9 @@ pub enum Command {
     /// holds it).
     #[command(after_long_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// Receive the events the trackings send (SOGET's webhooks).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Serve an emulator of the API on this machine, for rehearsals and tests.
     #[command(after_long_help = SANDBOX_EXAMPLES)]
     Sandbox(Box<SandboxArgs>),

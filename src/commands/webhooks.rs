@@ -1,0 +1,111 @@
+//! `trackmass webhooks serve|url`: the receiver of SOGET's webhook events,
+//! and the URL to register for it.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{ServeArgs, UrlArgs, WebhooksCommand};
+use crate::error::Exit;
+use crate::webhooks::receiver::{self, Counters};
+use crate::webhooks::store::{self, EventStore};
+use crate::webhooks::token;
+
+pub async fn execute(command: WebhooksCommand) -> Result<Exit> {
+    match command {
+        WebhooksCommand::Serve(args) => serve(&args).await,
+        WebhooksCommand::Url(args) => tokio::task::block_in_place(|| url(&args)),
+    }
+}
+
+/// The URL to register: `BASE/TOKEN`.
+pub fn registered_url(base: &str, token: &token::Token) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), token.as_str())
+}
+
+fn url(args: &UrlArgs) -> Result<Exit> {
+    let base = args.base.trim();
+    if !(base.starts_with("https://") || base.starts_with("http://")) {
+        bail!(
+            "{base}: BASE must be the http(s) URL the receiver is reached at, \
+             e.g. https://hooks.example.fr/trackmass"
+        );
+    }
+    crate::store::resolve(&args.state)?;
+    let (token, created) = token::load_or_create(&args.state)?;
+    let url = registered_url(base, &token);
+    if created {
+        tracing::info!(
+            "a new webhook token was made and kept in {} (mode 0600; keep it as secret as \
+             the credentials: whoever has it can post events)",
+            token::path_for(&args.state).display()
+        );
+    }
+    if let Some(why) = token::why_refused(&url) {
+        tracing::warn!(
+            "SOGET would refuse this URL, and run rejects rows with it: the spec's url \
+             pattern does not match because {why}"
+        );
+    }
+    super::print_stdout(&format!("{url}\n"));
+    Ok(Exit::Success)
+}
+
+async fn serve(args: &ServeArgs) -> Result<Exit> {
+    crate::store::resolve(&args.state)?;
+    let Some(token) = token::load(&args.state)? else {
+        bail!(
+            "{}: no webhook token yet; run `trackmass webhooks url BASE --state {}` first \
+             and register the URL it prints",
+            token::path_for(&args.state).display(),
+            args.state.display()
+        );
+    };
+    let events = store::path_for(&args.state);
+    let _lock = crate::lock::acquire_events(&events)?;
+    let store = EventStore::open(&events)?;
+    let totals = store.totals()?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    super::print_stdout(&format!(
+        "trackmass webhooks listening on http://{addr}\n  \
+         events at the path of the URL `trackmass webhooks url` prints\n  \
+         health http://{addr}/healthz\n  \
+         store  {} ({} events)\n",
+        events.display(),
+        totals.events
+    ));
+    let counters = Arc::new(Counters::default());
+    receiver::serve(listener, token, store, counters.clone(), stop_signal())
+        .await
+        .context("the receiver stopped")?;
+    tracing::info!("receiver stopped: {}", counters.line());
+    Ok(Exit::Success)
+}
+
+/// SIGTERM (systemd's stop) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

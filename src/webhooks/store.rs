@@ -1,0 +1,388 @@
+//! The events store: a SQLite file beside the state file (`STATE.events`)
+//! holding every event the receiver took, once each with how many times it
+//! was delivered, and the bodies it could not read, as received.
+//!
+//! Its own file rather than tables in the state file: SQLite lets one
+//! writer at a time into a file, and the receiver must answer SOGET within
+//! a bounded time while a nightly run commits its answers. On two files
+//! neither waits for the other's write lock, and a run's lock on the state
+//! (one process per state file) does not keep the receiver out. The events
+//! file has its own lock, taken by the receiver: one receiver per store.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::payload::Event;
+
+/// Marks a trackmass events store (`PRAGMA application_id`).
+const APPLICATION_ID: i64 = 0x544d_4556; // "TMEV"
+const VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE events (
+    id                 INTEGER PRIMARY KEY,
+    -- The unit and every field of the event (payload::Event::key): the
+    -- same event delivered again is this row, its deliveries counted.
+    key                TEXT NOT NULL UNIQUE,
+    spi                TEXT NOT NULL,
+    reference          TEXT NOT NULL,
+    external_reference TEXT NOT NULL,
+    freight_family     TEXT NOT NULL,
+    alert_date         TEXT NOT NULL,
+    alert_type         TEXT NOT NULL,
+    direction          TEXT NOT NULL,
+    location           TEXT NOT NULL,
+    state              TEXT NOT NULL,
+    type               TEXT NOT NULL,
+    received_at        TEXT NOT NULL,
+    deliveries         INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX events_spi ON events(spi);
+CREATE INDEX events_reference ON events(reference);
+-- Bodies that are not the spec's payload, kept as received (bounded).
+CREATE TABLE unreadable (
+    id          INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    body        BLOB NOT NULL,
+    reason      TEXT NOT NULL
+);
+";
+
+/// The events store that goes with a state file: its resolved path plus
+/// `.events`.
+pub fn path_for(state: &Path) -> PathBuf {
+    let mut name = crate::paths::identity(state).into_os_string();
+    name.push(".events");
+    PathBuf::from(name)
+}
+
+/// What one delivery was, for the receiver to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Events(Vec<Event>),
+    Unreadable { body: Vec<u8>, reason: String },
+}
+
+/// What storing deliveries did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Events stored for the first time.
+    pub new: u64,
+    /// Events that were already stored (a redelivery).
+    pub again: u64,
+    /// Bodies kept as unreadable.
+    pub unreadable: u64,
+}
+
+/// Counts over the whole store, for `status` and the logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub events: u64,
+    pub deliveries: u64,
+    pub units: u64,
+    pub unreadable: u64,
+}
+
+pub struct EventStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Refuses a path that is there but is not a plain file (a symbolic link,
+/// a FIFO, a device): never opened, never written through.
+fn check_kind(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(meta) => bail!(
+            "{}: is {}, not an events store trackmass made; it is left untouched: \
+             move it away, then start again",
+            path.display(),
+            crate::paths::kind(&meta)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    }
+}
+
+/// Creates the store at `path` (which must not exist) with the whole
+/// schema: built under a temporary name beside it, then linked into place
+/// without replacing anything.
+fn create(path: &Path) -> Result<()> {
+    let temp = crate::output::temp_beside(path, ".new", 0o600)
+        .with_context(|| format!("{}: cannot create the events store", path.display()))?
+        .into_temp_path();
+    {
+        let conn = Connection::open(&temp)?;
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA} PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = {VERSION}; COMMIT;"
+        ))?;
+        conn.close().map_err(|(_, e)| e)?;
+    }
+    match temp.persist_noclobber(path) {
+        Ok(()) => Ok(()),
+        // Another process made it first: use theirs.
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.error)
+            .with_context(|| format!("{}: cannot create the events store", path.display())),
+    }
+}
+
+fn sqlite(path: &Path, e: rusqlite::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}: events store error: {e}", path.display())
+}
+
+impl EventStore {
+    /// Opens the store for writing, creating it if there is none.
+    pub fn open(path: &Path) -> Result<EventStore> {
+        if !check_kind(path)? {
+            create(path)?;
+        }
+        let store = EventStore::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        store
+            .conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| store.conn.pragma_update(None, "synchronous", "FULL"))
+            .map_err(|e| sqlite(path, e))?;
+        Ok(store)
+    }
+
+    /// Opens an existing store without writing to it; `None` if there is
+    /// none yet (no event received).
+    pub fn open_read_only(path: &Path) -> Result<Option<EventStore>> {
+        if !check_kind(path)? {
+            return Ok(None);
+        }
+        EventStore::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map(Some)
+    }
+
+    fn connect(path: &Path, flags: OpenFlags) -> Result<EventStore> {
+        let conn = Connection::open_with_flags(
+            path,
+            flags | OpenFlags::SQLITE_OPEN_NOFOLLOW | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sqlite(path, e))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| sqlite(path, e))?;
+        let id: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(|_| not_a_store(path))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| sqlite(path, e))?;
+        if id != APPLICATION_ID {
+            return Err(not_a_store(path));
+        }
+        if version > VERSION {
+            bail!(
+                "{}: an events store of a newer trackmass (version {version}); \
+                 use that version",
+                path.display()
+            );
+        }
+        Ok(EventStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores deliveries in one transaction (one fsync for all of them):
+    /// each event once, a redelivery counted on the stored row.
+    pub fn store(&mut self, deliveries: &[Delivery], received_at: &str) -> Result<Vec<Stored>> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sqlite(&path, e))?;
+        let mut out = Vec::with_capacity(deliveries.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (key, spi, reference, external_reference,
+                         freight_family, alert_date, alert_type, direction, location,
+                         state, type, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT(key) DO UPDATE SET deliveries = deliveries + 1
+                     RETURNING deliveries",
+                )
+                .map_err(|e| sqlite(&path, e))?;
+            let mut unreadable = tx
+                .prepare_cached(
+                    "INSERT INTO unreadable (received_at, size, body, reason)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| sqlite(&path, e))?;
+            for delivery in deliveries {
+                let mut stored = Stored::default();
+                match delivery {
+                    Delivery::Events(events) => {
+                        for e in events {
+                            let deliveries: i64 = insert
+                                .query_row(
+                                    params![
+                                        e.key(),
+                                        e.spi,
+                                        e.reference,
+                                        e.external_reference,
+                                        e.freight_family,
+                                        e.alert_date,
+                                        e.alert_type,
+                                        e.direction,
+                                        e.location,
+                                        e.state,
+                                        e.kind,
+                                        received_at
+                                    ],
+                                    |r| r.get(0),
+                                )
+                                .map_err(|e| sqlite(&path, e))?;
+                            if deliveries == 1 {
+                                stored.new += 1;
+                            } else {
+                                stored.again += 1;
+                            }
+                        }
+                    }
+                    Delivery::Unreadable { body, reason } => {
+                        unreadable
+                            .execute(params![received_at, body.len() as i64, body, reason])
+                            .map_err(|e| sqlite(&path, e))?;
+                        stored.unreadable += 1;
+                    }
+                }
+                out.push(stored);
+            }
+        }
+        tx.commit().map_err(|e| sqlite(&path, e))?;
+        Ok(out)
+    }
+
+    /// Counts over the whole store.
+    pub fn totals(&self) -> Result<Totals> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(deliveries), 0),
+                        count(DISTINCT spi || char(0) || reference),
+                        (SELECT count(*) FROM unreadable)
+                 FROM events",
+                [],
+                |r| {
+                    Ok(Totals {
+                        events: r.get::<_, i64>(0)? as u64,
+                        deliveries: r.get::<_, i64>(1)? as u64,
+                        units: r.get::<_, i64>(2)? as u64,
+                        unreadable: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .map_err(|e| sqlite(&self.path, e))
+    }
+}
+
+fn not_a_store(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: not a trackmass events store; it is left untouched: move it away, \
+         then start again",
+        path.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(alert_type: &str) -> Event {
+        Event {
+            spi: "CNI1".into(),
+            reference: "MSCU1234565".into(),
+            external_reference: String::new(),
+            freight_family: "Container".into(),
+            alert_date: "2026-12-01T10:00:00+00:00".into(),
+            alert_type: alert_type.into(),
+            direction: "Import".into(),
+            location: "FRLEH".into(),
+            state: "Active".into(),
+            kind: "DIR".into(),
+        }
+    }
+
+    #[test]
+    fn an_event_delivered_twice_is_stored_once_and_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db.events");
+        let mut store = EventStore::open(&path).unwrap();
+        let one = Delivery::Events(vec![event("Creation"), event("Discharge")]);
+        let stored = store.store(&[one.clone(), one], "now").unwrap();
+        assert_eq!(
+            stored,
+            [
+                Stored {
+                    new: 2,
+                    ..Stored::default()
+                },
+                Stored {
+                    again: 2,
+                    ..Stored::default()
+                }
+            ]
+        );
+        let bad = Delivery::Unreadable {
+            body: b"{\"nope\":1}".to_vec(),
+            reason: "not the webhook payload".into(),
+        };
+        store.store(&[bad], "now").unwrap();
+        let totals = store.totals().unwrap();
+        assert_eq!(
+            totals,
+            Totals {
+                events: 2,
+                deliveries: 4,
+                units: 1,
+                unreadable: 1
+            }
+        );
+        // Reopened: what was committed is there.
+        drop(store);
+        let again = EventStore::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(again.totals().unwrap(), totals);
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_events_store_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let before = std::fs::read(&other).unwrap();
+        let err = EventStore::open(&other).unwrap_err().to_string();
+        assert!(err.contains("not a trackmass events store"), "{err}");
+        assert_eq!(std::fs::read(&other).unwrap(), before);
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("s.db.events");
+            std::os::unix::fs::symlink(&other, &link).unwrap();
+            let err = EventStore::open(&link).unwrap_err().to_string();
+            assert!(err.contains("symbolic link"), "{err}");
+        }
+        assert!(
+            EventStore::open_read_only(&dir.path().join("none"))
+                .unwrap()
+                .is_none()
+        );
+    }
+}
