@@ -18,4 +18,5 @@ mod sandbox;
 mod schemathesis;
 mod secrets;
 mod tokens;
+mod webhooks;
 mod wrong;

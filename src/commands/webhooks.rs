@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{ServeArgs, UrlArgs, WebhooksCommand};
-use crate::error::Exit;
+use crate::error::{Exit, UsageError};
 use crate::webhooks::receiver::{self, Counters};
 use crate::webhooks::store::{self, EventStore};
 use crate::webhooks::token;
@@ -26,10 +26,11 @@ pub fn registered_url(base: &str, token: &token::Token) -> String {
 fn url(args: &UrlArgs) -> Result<Exit> {
     let base = args.base.trim();
     if !(base.starts_with("https://") || base.starts_with("http://")) {
-        bail!(
+        return Err(UsageError(format!(
             "{base}: BASE must be the http(s) URL the receiver is reached at, \
              e.g. https://hooks.example.fr/trackmass"
-        );
+        ))
+        .into());
     }
     crate::store::resolve(&args.state)?;
     let (token, created) = token::load_or_create(&args.state)?;
