@@ -28,6 +28,11 @@ pub struct DispatchSettings {
     pub backoff_cap: Duration,
     /// Failures in a row of one kind that stop the run.
     pub trip_after: u32,
+    /// The receiver's path token, put back into request bodies that
+    /// register its URL (the state file holds a placeholder). Read from
+    /// its file at each start, never stored with the settings.
+    #[serde(skip)]
+    pub webhook_token: Option<crate::webhooks::token::Token>,
 }
 
 /// Everything `trackmass run` needs except credentials.
@@ -64,7 +69,11 @@ pub struct RunConfig {
 
 impl RunConfig {
     pub fn from_args(args: &RunArgs) -> Result<RunConfig, UsageError> {
-        let defaults = defaults_from(&args.defaults)?;
+        let mut defaults = defaults_from(&args.defaults)?;
+        if args.webhooks {
+            defaults.url = Some(registered_url(&args.files.state)?);
+            defaults.validate().map_err(UsageError)?;
+        }
         if !args.sandbox {
             check_url(
                 "--base-url",
@@ -126,6 +135,7 @@ impl RunConfig {
                 backoff_base: d.backoff_base,
                 backoff_cap: d.backoff_cap,
                 trip_after: d.trip_after,
+                webhook_token: None,
             },
             base_url: args.api.base_url.trim().to_string(),
             token_url: args.api.token_url.trim().to_string(),
@@ -193,6 +203,29 @@ pub fn defaults_from(args: &DefaultArgs) -> Result<Defaults, UsageError> {
     };
     defaults.validate().map_err(UsageError)?;
     Ok(defaults)
+}
+
+/// The URL `trackmass webhooks url` printed for `state`, for `--webhooks`.
+fn registered_url(state: &std::path::Path) -> Result<String, UsageError> {
+    let registration = crate::webhooks::token::load_registration(state)
+        .map_err(|e| UsageError(format!("--webhooks: {e:#}")))?;
+    match registration {
+        Some(r) => match &r.base {
+            Some(base) => Ok(r.url(base)),
+            None => Err(UsageError(format!(
+                "--webhooks: {} records no BASE; run `trackmass webhooks url BASE --state {}` \
+                 once more",
+                crate::webhooks::token::path_for(state).display(),
+                state.display()
+            ))),
+        },
+        None => Err(UsageError(format!(
+            "--webhooks: no receiver for {}: run `trackmass webhooks url BASE --state {}` \
+             first, and start `trackmass webhooks serve` behind BASE",
+            state.display(),
+            state.display()
+        ))),
+    }
 }
 
 /// An API URL must be https, or http on this machine, or http with

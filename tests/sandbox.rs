@@ -665,7 +665,8 @@ fn webhooks_are_delivered_in_the_specs_shape() {
     let receiver = TestSandbox::with_config(quiet()); // borrow its runtime
     let hook_addr = receiver.block_on(async move {
         let app = axum::Router::new().route(
-            "/hook",
+            // The target plus the registered URL's path.
+            "/hook/events",
             post(
                 move |headers: axum::http::HeaderMap, axum::Json(v): axum::Json<Value>| {
                     let sink = sink.clone();
@@ -688,8 +689,8 @@ fn webhooks_are_delivered_in_the_specs_shape() {
     });
     let config = Config {
         webhooks: Some(Webhooks {
-            target: format!("http://{hook_addr}/hook"),
             delay: Duration::from_millis(50),
+            ..Webhooks::to(format!("http://{hook_addr}/hook"))
         }),
         ..quiet()
     };

@@ -296,3 +296,71 @@ fn a_url_soget_would_refuse_is_printed_with_the_reason() {
     );
     assert_exit(&out, 2);
 }
+
+#[test]
+fn a_run_registers_the_receiver_and_every_event_delivered_is_stored_once() {
+    use trackmass::sandbox::{Config, Webhooks};
+    let work = Workdir::new();
+    let (_, token) = register(&work);
+    let (receiver, addr) = serve(&work);
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        webhooks: Some(Webhooks {
+            delay: Duration::from_millis(50),
+            spacing: Duration::from_millis(50),
+            duplicates: 0.2,
+            events: 3,
+            ..Webhooks::to(addr.clone())
+        }),
+        ..Config::default()
+    });
+    let refs = references("WH", 40);
+    work.write("in.csv", reference_csv(&refs));
+    // The run and the receiver on one state file at the same time.
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["--webhooks", "--rate", "200/s"]),
+    );
+    assert_exit(&out, 0);
+    // A document may have no unit (a results line with an empty spi).
+    let units = result_lines(&work.path("results.csv"))
+        .iter()
+        .filter(|l| !l[2].is_empty())
+        .count() as u64;
+    assert!(units >= 40);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    wait_for(Duration::from_secs(61), "every event delivered", || {
+        let w = &sandbox.stats()["webhooks"];
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: {w}, {units} units"
+        );
+        w["delivered"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0) >= 3 * units
+    });
+    let w = sandbox.stats()["webhooks"].clone();
+    let (code, err) = stop(receiver);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(w["failed"], 0, "{w}");
+    let duplicates = w["duplicates"].as_i64().unwrap();
+    assert!(duplicates > 0, "{w}");
+    // Each event (unit × Creation, Loading, Departure) stored once, its
+    // duplicates counted on it.
+    let (events, deliveries, unreadable) = store_counts(&work);
+    assert_eq!(events as u64, 3 * units);
+    assert_eq!(deliveries, events + duplicates);
+    assert_eq!(unreadable, 0);
+    // The path token went to SOGET in every request, but the state file
+    // holds its placeholder.
+    for name in [
+        "trackmass.db",
+        "trackmass.db-wal",
+        "results.csv",
+        "failures.csv",
+    ] {
+        let bytes = std::fs::read(work.path(name)).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&token),
+            "{name} holds the token"
+        );
+    }
+}

@@ -179,6 +179,15 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Register the receiver's URL (the one `trackmass webhooks url`
+    /// printed for this state file) for rows without a url.
+    #[arg(
+        long,
+        conflicts_with = "webhook_url",
+        help_heading = "Defaults for empty fields"
+    )]
+    pub webhooks: bool,
+
     #[command(flatten)]
     pub dispatch: DispatchArgs,
 
@@ -622,15 +631,47 @@ pub struct SandboxArgs {
     #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
     pub fault_truncate: Option<f64>,
 
-    /// POST the spec's webhook payload (one per handling unit) here a little
-    /// after each first creation of a tracking that registered a url. The
-    /// spec's url pattern refuses local addresses; this redirects them.
+    /// POST the spec's webhook payload (one per handling unit and event) to
+    /// this URL plus the path of the url a tracking registered, a little
+    /// after its first creation. The spec's url pattern refuses local
+    /// addresses; this redirects them, e.g. http://127.0.0.1:8787.
     #[arg(long, value_name = "URL", help_heading = "Webhooks (beyond the spec)")]
     pub deliver_webhooks_to: Option<String>,
 
-    /// Delay between a creation and its webhook calls.
+    /// Delay between a creation and its first webhook call.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
     pub webhook_delay: Duration,
+
+    /// Retries of a webhook call not answered 2xx in time (then given up).
+    #[arg(
+        long,
+        default_value = "5",
+        value_name = "N",
+        help_heading = "Webhooks (beyond the spec)"
+    )]
+    pub webhook_retries: u32,
+
+    /// Wait before the first retry of a webhook call, doubling after.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    pub webhook_backoff: Duration,
+
+    /// How long a webhook call waits for its answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    pub webhook_timeout: Duration,
+
+    /// Share of delivered events sent a second time (at-least-once).
+    #[arg(long, default_value = "0", value_parser = parse_fraction, value_name = "RATE", help_heading = "Webhooks (beyond the spec)")]
+    pub webhook_duplicates: f64,
+
+    /// Events per unit, 1 to 6: Creation, then Loading, Departure, Arrival,
+    /// Discharge, GateOut (the sandbox's invention: only Creation is
+    /// documented).
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=6), value_name = "N", help_heading = "Webhooks (beyond the spec)")]
+    pub webhook_events: u32,
+
+    /// Between two events of one unit.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    pub webhook_spacing: Duration,
 }
 
 /// A request rate: `count` requests per `period`.

@@ -83,6 +83,8 @@ pub async fn execute(
         };
         let config_json =
             serde_json::to_string(&config).context("cannot serialize the configuration")?;
+        let token = crate::webhooks::token::load(&config.state)?;
+        let config_json = crate::webhooks::token::mask(&config_json, token.as_ref()).into_owned();
         let invocation = store.begin_continuation(command, &batch, &config_json)?;
         let start = Start::Continue {
             command,

@@ -24,6 +24,8 @@ pub async fn execute(config: RunConfig, ui: Ui) -> Result<Exit> {
         let mut store = Store::open(&config.state)?;
         let config_json =
             serde_json::to_string(&config).context("cannot serialize the configuration")?;
+        let token = crate::webhooks::token::load(&config.state)?;
+        let config_json = crate::webhooks::token::mask(&config_json, token.as_ref()).into_owned();
         // Reading and validating a big file takes seconds: let the runtime
         // move its other tasks (signals) to another thread.
         let (run, load) =

@@ -73,8 +73,14 @@ pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
         }),
         faults,
         webhooks: args.deliver_webhooks_to.clone().map(|target| Webhooks {
-            target,
             delay: args.webhook_delay,
+            retries: args.webhook_retries,
+            backoff: args.webhook_backoff,
+            timeout: args.webhook_timeout,
+            duplicates: args.webhook_duplicates,
+            events: args.webhook_events,
+            spacing: args.webhook_spacing,
+            ..Webhooks::to(target)
         }),
         ..sandbox::Config::default()
     }

@@ -18,11 +18,6 @@ pub async fn execute(command: WebhooksCommand) -> Result<Exit> {
     }
 }
 
-/// The URL to register: `BASE/TOKEN`.
-pub fn registered_url(base: &str, token: &token::Token) -> String {
-    format!("{}/{}", base.trim_end_matches('/'), token.as_str())
-}
-
 fn url(args: &UrlArgs) -> Result<Exit> {
     let base = args.base.trim();
     if !(base.starts_with("https://") || base.starts_with("http://")) {
@@ -33,8 +28,8 @@ fn url(args: &UrlArgs) -> Result<Exit> {
         .into());
     }
     crate::store::resolve(&args.state)?;
-    let (token, created) = token::load_or_create(&args.state)?;
-    let url = registered_url(base, &token);
+    let (token, created) = token::load_or_create(&args.state, base)?;
+    let url = token::Registration { token, base: None }.url(base);
     if created {
         tracing::info!(
             "a new webhook token was made and kept in {} (mode 0600; keep it as secret as \

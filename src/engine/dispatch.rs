@@ -23,6 +23,7 @@ use crate::config::DispatchSettings;
 use crate::progress::PaceView;
 use crate::retry::{self, Verdict};
 use crate::store::{Outcome, PendingItem, Writer};
+use crate::webhooks::token;
 
 /// What dispatching did.
 #[derive(Debug, Clone, PartialEq)]
@@ -282,8 +283,16 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 return;
             }
         };
+        let body = match token::unmask(&item.payload, ctx.settings.webhook_token.as_ref()) {
+            Ok(body) => body,
+            Err(why) => {
+                ctx.record(item.id, not_sent);
+                ctx.control.fatal(why);
+                return;
+            }
+        };
         let sent_at = Instant::now();
-        let (verdict, stated) = ctx.api.track(&bearer, &item.payload).await;
+        let (verdict, stated) = ctx.api.track(&bearer, &body).await;
         posts += 1;
         tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
         let answer = Answer::of(&verdict, stated, sent_at, posts == 1 && item.was_in_flight);

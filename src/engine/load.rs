@@ -34,6 +34,8 @@ pub fn load_input(
     // Runs are recorded by the input's identity, as rows are.
     let source = canonical_source(&config.input);
     let mut loader = store.loader(&source, config_json, config.force)?;
+    // The receiver's token stays out of the state file.
+    let token = crate::webhooks::token::load(&config.state)?;
     let run = loader.run();
     let mut rejects_logged = 0u64;
     let mut notices_logged = 0u64;
@@ -42,7 +44,10 @@ pub fn load_input(
         if chunk.is_empty() {
             break;
         }
-        let rows = input::validate_chunk(&chunk, &columns, &config.defaults);
+        let mut rows = input::validate_chunk(&chunk, &columns, &config.defaults);
+        if token.is_some() {
+            mask_rows(&mut rows, token.as_ref());
+        }
         for row in &rows {
             if let Row::Rejected(r) = row {
                 rejects_logged += 1;
@@ -115,4 +120,23 @@ pub fn load_input(
         counts.rejected
     );
     Ok((run, counts))
+}
+
+/// Rows with the receiver's path token replaced by its placeholder: the
+/// request bodies and a reject's fields as the state file keeps them.
+fn mask_rows(rows: &mut [Row], token: Option<&crate::webhooks::token::Token>) {
+    use crate::webhooks::token::mask;
+    for row in rows {
+        match row {
+            Row::Valid(v) => v.payload = mask(&v.payload, token).into_owned(),
+            Row::Rejected(r) => {
+                if let Some(url) = &mut r.fields.url {
+                    *url = mask(url, token).into_owned();
+                }
+                for p in &mut r.problems {
+                    p.message = mask(&p.message, token).into_owned();
+                }
+            }
+        }
+    }
 }

@@ -69,11 +69,13 @@ pub async fn send_pending(
         })
     });
 
+    let mut settings = config.dispatch.clone();
+    settings.webhook_token = crate::webhooks::token::load(&config.state)?;
     let mut report = dispatch::dispatch(
         Arc::new(api),
         writer.clone(),
         rx,
-        config.dispatch.clone(),
+        settings,
         view,
         stop.clone(),
     )

@@ -7,6 +7,7 @@
 //! calls into this module except to start it.
 
 pub mod catalogue;
+pub mod deliver;
 pub mod faults;
 pub mod limits;
 mod server;
@@ -69,10 +70,38 @@ pub struct Config {
 /// Webhook delivery (beyond the spec, for trying the lifecycle locally).
 #[derive(Debug, Clone)]
 pub struct Webhooks {
-    /// Every event goes here, whatever `url` the request registered.
+    /// Events go here plus the path of the `url` the request registered.
     pub target: String,
-    /// Delay between the creation of a tracking and its event.
+    /// Delay between the creation of a tracking and its first event.
     pub delay: Duration,
+    /// Retries of a delivery not answered 2xx in time...
+    pub retries: u32,
+    /// ...the first after this, then doubling.
+    pub backoff: Duration,
+    /// How long a delivery waits for its answer.
+    pub timeout: Duration,
+    /// Share of delivered events sent a second time.
+    pub duplicates: f64,
+    /// Events per unit: `Creation`, then the rest of [`deliver::SEQUENCE`].
+    pub events: u32,
+    /// Between two events of a unit.
+    pub spacing: Duration,
+}
+
+impl Webhooks {
+    /// Deliveries to `target`: `Creation` only, no duplicate, 5 retries.
+    pub fn to(target: impl Into<String>) -> Webhooks {
+        Webhooks {
+            target: target.into(),
+            delay: Duration::from_secs(2),
+            retries: 5,
+            backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
+            duplicates: 0.0,
+            events: 1,
+            spacing: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Default for Config {

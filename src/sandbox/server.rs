@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::catalogue;
+use super::deliver::{Deliverer, Tracking};
 use super::faults::{self, Fault, Phase};
 use super::limits::{self, Limiter, QuotaCounter};
 use super::{CloseConnection, Config};
@@ -27,8 +28,8 @@ struct Shared {
     ledger: Mutex<Ledger>,
     window: Option<Mutex<Limiter>>,
     quota: Option<Mutex<QuotaCounter>>,
-    /// Built on first use: building a client loads root certificates.
-    webhook_client: std::sync::OnceLock<reqwest::Client>,
+    /// Webhook deliveries, when told where to make them.
+    deliverer: Option<Arc<Deliverer>>,
 }
 
 /// What the sandbox has seen, for `GET /_sandbox/stats`.
@@ -44,8 +45,6 @@ struct Ledger {
     /// Requests per fault key (document reference, or body hash), so that
     /// the nth request about a document meets the same fault every time.
     seen: HashMap<String, u64>,
-    webhooks_delivered: u64,
-    webhooks_failed: u64,
     /// With a rate limit: calls the gateway let through and refused (429),
     /// per second since its first call, for a timeline of the pace.
     first_call: Option<Instant>,
@@ -78,11 +77,14 @@ pub fn router(config: Config) -> Router {
             .rate_limit
             .map(|r| Mutex::new(Limiter::new(r, config.rate_limit_kind))),
         quota: config.quota.map(|q| Mutex::new(QuotaCounter::new(q))),
-        config,
         tokens: Mutex::new(HashMap::new()),
         token_counter: AtomicU64::new(0),
         ledger: Mutex::new(Ledger::default()),
-        webhook_client: std::sync::OnceLock::new(),
+        deliverer: config
+            .webhooks
+            .clone()
+            .map(|w| Arc::new(Deliverer::new(w, config.seed))),
+        config,
     });
     Router::new()
         .route(spec::TOKEN_PATH, post(token))
@@ -711,63 +713,23 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
     s.next_u64()
 }
 
-/// Delivers the spec's webhook payload (PascalCase, one call per handling
-/// unit) a little after a first creation, when the request registered a
-/// URL and the sandbox was told where to deliver.
+/// Starts the webhook deliveries of a first creation, when the request
+/// registered a URL and the sandbox was told where to deliver.
 fn schedule_webhooks(shared: &Arc<Shared>, created: &Created) {
-    let (Some(hooks), Some(_)) = (&shared.config.webhooks, &created.url) else {
+    let (Some(deliverer), Some(url)) = (&shared.deliverer, &created.url) else {
         return;
     };
-    let target = hooks.target.clone();
-    let delay = hooks.delay;
-    let original = created.url.clone().unwrap_or_default();
-    let payloads: Vec<Value> = created
-        .document
-        .units
-        .iter()
-        .map(|u| {
-            json!({"HandlingUnit": {
-                "Events": [{
-                    "AlertDate": timestamp(),
-                    "AlertType": "Creation",
-                    "Direction": created.way.clone().unwrap_or_else(|| "Import".into()),
-                    "Location": created.place.clone().unwrap_or_else(|| "MTDF".into()),
-                    "State": "Active",
-                    "Type": "DIR",
-                }],
-                "FreightFamily": "Container",
-                "Reference": u.reference,
-                "Spi": u.spi,
-                "ExternalReference": created.reference,
-            }})
-        })
-        .collect();
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
-        for payload in payloads {
-            let client = shared.webhook_client.get_or_init(|| {
-                reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(10))
-                    .no_proxy()
-                    .build()
-                    .unwrap_or_default()
-            });
-            let sent = client
-                .post(&target)
-                .header("X-Sandbox-Registered-Url", original.as_str())
-                .json(&payload)
-                .send()
-                .await;
-            let ok = matches!(&sent, Ok(r) if r.status().is_success());
-            if let Ok(mut l) = shared.ledger.lock() {
-                if ok {
-                    l.webhooks_delivered += 1;
-                } else {
-                    l.webhooks_failed += 1;
-                }
-            }
-        }
+    deliverer.schedule(Tracking {
+        url: url.clone(),
+        document_reference: created.reference.clone(),
+        direction: created.way.clone().unwrap_or_else(|| "Import".into()),
+        location: created.place.clone().unwrap_or_else(|| "MTDF".into()),
+        units: created
+            .document
+            .units
+            .iter()
+            .map(|u| (u.spi.clone(), u.reference.clone()))
+            .collect(),
     });
 }
 
@@ -883,9 +845,15 @@ async fn stats(State(shared): Ctx, Query(q): Query<StatsQuery>) -> Response {
         "documents_created": l.created.len(),
         "creations": creations,
         "max_creations_per_document": l.created.values().max().copied().unwrap_or(0),
-        "webhooks_delivered": l.webhooks_delivered,
-        "webhooks_failed": l.webhooks_failed,
     });
+    let deliveries = shared
+        .deliverer
+        .as_ref()
+        .map(|d| d.counts())
+        .unwrap_or_default();
+    body["webhooks_delivered"] = json!(deliveries.delivered);
+    body["webhooks_failed"] = json!(deliveries.failed);
+    body["webhooks"] = json!(deliveries);
     if q.documents.unwrap_or(true) {
         body["documents"] = json!(l.created);
     }

@@ -4,10 +4,14 @@
 //! spec's `url` pattern takes `\w` in a path).
 //!
 //! It is kept beside the state file in `STATE.webhook-token` (mode 0600,
-//! created without replacing or following anything), never in the state
-//! file, the events store, a log or a result file. `webhooks url` creates
-//! it on first use; the receiver and `run --webhooks` read it.
+//! created without replacing or following anything; the BASE it was last
+//! printed with on its second line), never in the state file, the events
+//! store, a log or a result file: a request body or a run's settings that
+//! hold it are stored with [`PLACEHOLDER`] in its place, put back only in
+//! the request sent. `webhooks url` creates it on first use; the receiver
+//! and `run --webhooks` read it.
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +19,48 @@ use anyhow::{Context, Result, bail};
 
 /// Hex digits in a token (128 bits).
 pub const LEN: usize = 32;
+
+/// What stands for the token in the state file.
+pub const PLACEHOLDER: &str = "{webhook-token}";
+
+/// `text` with the token replaced by [`PLACEHOLDER`], for the state file.
+pub fn mask<'a>(text: &'a str, token: Option<&Token>) -> Cow<'a, str> {
+    match token {
+        Some(t) if text.contains(t.as_str()) => Cow::Owned(text.replace(t.as_str(), PLACEHOLDER)),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// `text` with the token put back, for the request; an error if it needs
+/// one and there is none.
+pub fn unmask<'a>(text: &'a str, token: Option<&Token>) -> Result<Cow<'a, str>, String> {
+    if !text.contains(PLACEHOLDER) {
+        return Ok(Cow::Borrowed(text));
+    }
+    match token {
+        Some(t) => Ok(Cow::Owned(text.replace(PLACEHOLDER, t.as_str()))),
+        None => Err(
+            "rows register the receiver's URL, whose token file (STATE.webhook-token) is \
+             gone: put it back, or run `trackmass webhooks url BASE` and `run --force` \
+             with the new URL"
+                .into(),
+        ),
+    }
+}
+
+/// A state file's receiver: its token and the BASE last printed with it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub token: Token,
+    pub base: Option<String>,
+}
+
+impl Registration {
+    /// The URL to register: `BASE/TOKEN`.
+    pub fn url(&self, base: &str) -> String {
+        format!("{}/{}", base.trim_end_matches('/'), self.token.as_str())
+    }
+}
 
 /// A path token. Its `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -68,6 +114,11 @@ pub fn path_for(state: &Path) -> PathBuf {
 
 /// Reads the token of `state`, `None` if there is none yet.
 pub fn load(state: &Path) -> Result<Option<Token>> {
+    Ok(load_registration(state)?.map(|r| r.token))
+}
+
+/// Reads the token of `state` and its BASE, `None` if there is none yet.
+pub fn load_registration(state: &Path) -> Result<Option<Registration>> {
     let path = path_for(state);
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
@@ -100,11 +151,17 @@ pub fn load(state: &Path) -> Result<Option<Token>> {
         );
     }
     let mut text = String::new();
-    file.take(256)
+    file.take(4096)
         .read_to_string(&mut text)
         .with_context(|| format!("{}: cannot read", path.display()))?;
-    match Token::parse(&text) {
-        Some(t) => Ok(Some(t)),
+    let mut lines = text.lines();
+    let base = lines
+        .nth(1)
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_string);
+    match text.lines().next().and_then(Token::parse) {
+        Some(token) => Ok(Some(Registration { token, base })),
         None => bail!(
             "{}: does not hold a webhook token ({LEN} lowercase hex digits); remove it \
              and run `trackmass webhooks url` again (the URL registered with it changes)",
@@ -114,18 +171,27 @@ pub fn load(state: &Path) -> Result<Option<Token>> {
 }
 
 /// The token of `state`, created if there is none (0600, linked into
-/// place without replacing a file another process made meanwhile).
-pub fn load_or_create(state: &Path) -> Result<(Token, bool)> {
-    if let Some(t) = load(state)? {
-        return Ok((t, false));
-    }
+/// place without replacing a file another process made meanwhile), with
+/// `base` recorded as the one last printed; `true` if it was created.
+pub fn load_or_create(state: &Path, base: &str) -> Result<(Token, bool)> {
     let path = path_for(state);
-    let token = Token::generate()?;
+    let (token, created) = match load_registration(state)? {
+        Some(r) if r.base.as_deref() == Some(base) => return Ok((r.token, false)),
+        Some(r) => (r.token, false),
+        None => (Token::generate()?, true),
+    };
     let mut temp = crate::output::temp_beside(&path, ".new", 0o600)
         .with_context(|| format!("{}: cannot create", path.display()))?;
-    writeln!(temp, "{}", token.as_str())
+    writeln!(temp, "{}\n{base}", token.as_str())
         .and_then(|()| temp.as_file().sync_all())
         .with_context(|| format!("{}: cannot write", path.display()))?;
+    if !created {
+        // Ours, checked a plain file by load: the new BASE replaces it.
+        temp.persist(&path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        return Ok((token, false));
+    }
     match temp.persist_noclobber(&path) {
         Ok(_) => Ok((token, true)),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -219,11 +285,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.db");
         assert!(load(&state).unwrap().is_none());
-        let (t, created) = load_or_create(&state).unwrap();
+        let (t, created) = load_or_create(&state, "https://a.example.fr").unwrap();
         assert!(created);
-        let (again, created) = load_or_create(&state).unwrap();
+        let (again, created) = load_or_create(&state, "https://a.example.fr").unwrap();
         assert!(!created);
         assert_eq!(t, again);
+        // Another BASE keeps the token and is recorded.
+        let (other, _) = load_or_create(&state, "https://b.example.fr/x").unwrap();
+        assert_eq!(t, other);
+        let r = load_registration(&state).unwrap().unwrap();
+        assert_eq!(r.base.as_deref(), Some("https://b.example.fr/x"));
+        assert_eq!(
+            r.url("https://b.example.fr/x/"),
+            format!("https://b.example.fr/x/{}", t.as_str())
+        );
+        // Masked for the state file, put back for the request.
+        let body = format!("{{\"url\":\"{}\"}}", r.url("https://b.example.fr/x"));
+        let masked = mask(&body, Some(&t));
+        assert!(
+            !masked.contains(t.as_str()) && masked.contains(PLACEHOLDER),
+            "{masked}"
+        );
+        assert_eq!(unmask(&masked, Some(&t)).unwrap(), body);
+        assert!(unmask(&masked, None).is_err());
+        assert_eq!(unmask("{}", None).unwrap(), "{}");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
