@@ -24,11 +24,23 @@ pub fn identity(path: &Path) -> PathBuf {
 }
 
 /// The state file and the files SQLite and the lock keep beside it (at its
-/// resolved path), named for messages as `--state`.
+/// resolved path), with the webhook receiver's token and events store,
+/// named for messages as `--state`.
 pub fn state_files(state: &Path) -> Vec<(&'static str, PathBuf)> {
     let real = identity(state);
     let mut files = vec![("--state", state.to_path_buf()), ("--state", real.clone())];
-    for suffix in ["-wal", "-shm", "-journal", ".lock"] {
+    for suffix in [
+        "-wal",
+        "-shm",
+        "-journal",
+        ".lock",
+        ".webhook-token",
+        ".events",
+        ".events-wal",
+        ".events-shm",
+        ".events-journal",
+        ".events.lock",
+    ] {
         let mut name = real.as_os_str().to_owned();
         name.push(suffix);
         files.push(("--state", PathBuf::from(name)));

@@ -147,7 +147,7 @@ pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Writes one data line, every cell neutralised.
-fn write_safe<I, T>(w: &mut CsvOut<'_>, cells: I) -> Result<()>
+pub(crate) fn write_safe<I, T>(w: &mut CsvOut<'_>, cells: I) -> Result<()>
 where
     I: IntoIterator<Item = T>,
     T: AsRef<str>,
@@ -192,11 +192,14 @@ pub fn write_reports(store: &Store, scope: Scope, out: &Path, failures: &Path) -
 }
 
 /// A CSV being written to one of the [`crate::output`] targets.
-type CsvOut<'a> = csv::Writer<&'a mut dyn Write>;
+pub(crate) type CsvOut<'a> = csv::Writer<&'a mut dyn Write>;
 
 /// Writes a CSV through `fill` to `path`, atomically (see
 /// [`crate::output`]). On any error `path` is left as it was.
-fn atomic_csv(path: &Path, fill: impl FnOnce(&mut CsvOut<'_>) -> Result<()>) -> Result<()> {
+pub(crate) fn atomic_csv(
+    path: &Path,
+    fill: impl FnOnce(&mut CsvOut<'_>) -> Result<()>,
+) -> Result<()> {
     crate::output::write(path, 0o600, |out| {
         // Every field quoted, as OWASP advises: a spreadsheet that splits on
         // another delimiter still sees one cell.

@@ -338,6 +338,12 @@ fn a_run_registers_the_receiver_and_every_event_delivered_is_stored_once() {
         w["delivered"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0) >= 3 * units
     });
     let w = sandbox.stats()["webhooks"].clone();
+    // An event for a unit no document of the ledger has: kept.
+    let stranger = body("ZZ9", &[("Creation", "2026-12-01T10:00:00+00:00")]);
+    assert_eq!(
+        Client::new().post(&format!("{addr}/{token}"), stranger),
+        200
+    );
     let (code, err) = stop(receiver);
     assert_eq!(code, 0, "{err}");
     assert_eq!(w["failed"], 0, "{w}");
@@ -346,9 +352,53 @@ fn a_run_registers_the_receiver_and_every_event_delivered_is_stored_once() {
     // Each event (unit × Creation, Loading, Departure) stored once, its
     // duplicates counted on it.
     let (events, deliveries, unreadable) = store_counts(&work);
-    assert_eq!(events as u64, 3 * units);
+    assert_eq!(events as u64, 3 * units + 1);
     assert_eq!(deliveries, events + duplicates);
     assert_eq!(unreadable, 0);
+    // Exported with the document and tracking ID each unit was tracked for.
+    let tracked: std::collections::BTreeMap<String, (String, String)> =
+        result_lines(&work.path("results.csv"))
+            .into_iter()
+            .filter(|l| !l[2].is_empty())
+            .map(|l| (l[2].clone(), (l[0].clone(), l[1].clone())))
+            .collect();
+    let out = output(
+        work.trackmass()
+            .args(["webhooks", "export", "--out", "events.csv"]),
+    );
+    assert_exit(&out, 0);
+    let exported = read_csv(&work.path("events.csv"));
+    assert_eq!(exported.len() as u64, 3 * units + 1);
+    for e in &exported {
+        match tracked.get(&e["spi"]) {
+            Some((doc, tid)) => {
+                assert_eq!((&e["documentReference"], &e["trackingId"]), (doc, tid));
+            }
+            None => {
+                assert_eq!(e["spi"], "CNIZZ9");
+                assert_eq!(e["documentReference"], "");
+            }
+        }
+    }
+    // The board: one line per container, its last event.
+    let out =
+        output(
+            work.trackmass()
+                .args(["webhooks", "export", "--latest", "--out", "board.csv"]),
+        );
+    assert_exit(&out, 0);
+    let board = read_csv(&work.path("board.csv"));
+    assert_eq!(board.len() as u64, units + 1);
+    for line in board.iter().filter(|l| l["spi"] != "CNIZZ9") {
+        assert_eq!(line["alertType"], "Departure", "{line:?}");
+        assert_eq!(line["events"], "3");
+    }
+    let status = status_json(&work, "trackmass.db");
+    assert_eq!(status["events"]["containers"], units + 1);
+    assert_eq!(
+        status["events"]["latest"][0],
+        serde_json::json!(["Departure", units])
+    );
     // The path token went to SOGET in every request, but the state file
     // holds its placeholder.
     for name in [

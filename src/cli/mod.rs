@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
-pub use webhooks::{ServeArgs, UrlArgs, WebhooksCommand};
+pub use webhooks::{EventsExportArgs, ServeArgs, UrlArgs, WebhooksCommand};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 

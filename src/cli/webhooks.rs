@@ -15,6 +15,33 @@ pub enum WebhooksCommand {
     /// token (created on first use, kept beside the state file).
     #[command(after_long_help = URL_EXAMPLES)]
     Url(UrlArgs),
+    /// Write the events received, one line each with the document and
+    /// tracking ID they belong to (read-only: the receiver and a run may
+    /// be going).
+    #[command(after_long_help = EXPORT_EXAMPLES)]
+    Export(EventsExportArgs),
+}
+
+const EXPORT_EXAMPLES: &str = "\
+Examples:
+  Every event, with its document:
+    trackmass webhooks export --out events.csv
+  A status board, one line per container with its last event:
+    trackmass webhooks export --latest --out board.csv";
+
+#[derive(Debug, Args)]
+pub struct EventsExportArgs {
+    /// State file whose events store (STATE.events) and ledger are read.
+    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// CSV to write (`-` for standard output).
+    #[arg(long, default_value = "events.csv", value_name = "PATH")]
+    pub out: PathBuf,
+
+    /// One line per container: its last event (by AlertDate).
+    #[arg(long)]
+    pub latest: bool,
 }
 
 const SERVE_EXAMPLES: &str = "\

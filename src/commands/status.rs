@@ -31,6 +31,37 @@ pub struct Report {
     /// The process running on this state file now, if any.
     pub running: Option<Holder>,
     pub runs: Vec<RunRecord>,
+    /// What the webhook receiver stored, if it has run for this state.
+    pub events: Option<Events>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Events {
+    /// Distinct events stored, and their deliveries (redeliveries count).
+    pub stored: u64,
+    pub deliveries: u64,
+    /// Containers (units) with at least one event.
+    pub containers: u64,
+    /// Bodies kept that are not the spec's payload.
+    pub unreadable: u64,
+    /// Containers by the `AlertType` of their latest event, most first.
+    pub latest: Vec<(String, u64)>,
+}
+
+/// The receiver's store of `state`, if there is one.
+fn events(state: &Path) -> Result<Option<Events>> {
+    use crate::webhooks::store::{EventStore, path_for};
+    let Some(store) = EventStore::open_read_only(&path_for(state))? else {
+        return Ok(None);
+    };
+    let t = store.totals()?;
+    Ok(Some(Events {
+        stored: t.events,
+        deliveries: t.deliveries,
+        containers: t.units,
+        unreadable: t.unreadable,
+        latest: store.latest_types()?,
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +160,7 @@ pub fn gather(state: &Path) -> Result<Report> {
         last_batch,
         running,
         runs,
+        events: events(state)?,
     })
 }
 
@@ -184,6 +216,26 @@ pub fn render(r: &Report) -> String {
             };
             let _ = writeln!(out, "    {:>9}  {what}", g.rows);
         }
+    }
+    if let Some(e) = &r.events {
+        let latest: Vec<String> = e.latest.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "\nEvents: {} stored ({} deliveries) for {} containers; latest: {}{}",
+            e.stored,
+            e.deliveries,
+            e.containers,
+            if latest.is_empty() {
+                "none".to_string()
+            } else {
+                latest.join(", ")
+            },
+            if e.unreadable > 0 {
+                format!("; {} unreadable bodies kept", e.unreadable)
+            } else {
+                String::new()
+            }
+        );
     }
     if let Some(b) = &r.last_batch {
         let _ = writeln!(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::{ServeArgs, UrlArgs, WebhooksCommand};
+use crate::cli::{EventsExportArgs, ServeArgs, UrlArgs, WebhooksCommand};
 use crate::error::{Exit, UsageError};
 use crate::webhooks::receiver::{self, Counters};
 use crate::webhooks::store::{self, EventStore};
@@ -15,7 +15,68 @@ pub async fn execute(command: WebhooksCommand) -> Result<Exit> {
     match command {
         WebhooksCommand::Serve(args) => serve(&args).await,
         WebhooksCommand::Url(args) => tokio::task::block_in_place(|| url(&args)),
+        WebhooksCommand::Export(args) => tokio::task::block_in_place(|| export(&args)),
     }
+}
+
+fn export(args: &EventsExportArgs) -> Result<Exit> {
+    let outputs = [("--out", args.out.as_path())];
+    crate::paths::check_outputs(&crate::paths::state_files(&args.state), &outputs)?;
+    crate::paths::check_writable(&outputs)?;
+    let events = store::path_for(&args.state);
+    let Some(store) = EventStore::open_read_only(&events)? else {
+        return Err(UsageError(format!(
+            "{}: no events received yet for {} (`trackmass webhooks serve` makes it)",
+            events.display(),
+            args.state.display()
+        ))
+        .into());
+    };
+    let ledger = crate::store::Store::open_read_only(&args.state)?;
+    let mut lines = 0u64;
+    let mut unknown = 0u64;
+    crate::report::atomic_csv(&args.out, |w| {
+        w.write_record(store::EXPORT_HEADER)?;
+        lines = store.export(&ledger, args.latest, |row, events| {
+            if row.document_reference.is_empty() {
+                unknown += 1;
+            }
+            let e = &row.event;
+            crate::report::write_safe(
+                w,
+                [
+                    row.document_reference.as_str(),
+                    &row.agent_code,
+                    &row.tracking_id,
+                    &e.spi,
+                    &e.reference,
+                    &e.alert_date,
+                    &e.alert_type,
+                    &e.direction,
+                    &e.location,
+                    &e.state,
+                    &e.kind,
+                    &e.freight_family,
+                    &e.external_reference,
+                    &row.received_at,
+                    &row.deliveries.to_string(),
+                    &events.to_string(),
+                ],
+            )
+        })?;
+        Ok(())
+    })?;
+    let print = if crate::output::is_stdout(&args.out) {
+        super::print_stderr
+    } else {
+        super::print_stdout
+    };
+    print(&format!(
+        "trackmass: wrote {} ({lines} {}, {unknown} for units the ledger does not know)\n",
+        args.out.display(),
+        if args.latest { "containers" } else { "events" },
+    ));
+    Ok(Exit::Success)
 }
 
 fn url(args: &UrlArgs) -> Result<Exit> {

@@ -40,7 +40,8 @@ CREATE TABLE events (
     received_at        TEXT NOT NULL,
     deliveries         INTEGER NOT NULL DEFAULT 1
 );
-CREATE INDEX events_spi ON events(spi);
+-- A unit's events by date: the export's joins and its latest event.
+CREATE INDEX events_unit ON events(spi, reference, alert_date);
 CREATE INDEX events_reference ON events(reference);
 -- Bodies that are not the spec's payload, kept as received (bounded).
 CREATE TABLE unreadable (
@@ -289,6 +290,176 @@ impl EventStore {
                 },
             )
             .map_err(|e| sqlite(&self.path, e))
+    }
+}
+
+/// One line of the events export: an event and the document it belongs
+/// to ('' when the ledger knows none of its unit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRow {
+    pub document_reference: String,
+    pub agent_code: String,
+    pub tracking_id: String,
+    pub event: Event,
+    pub received_at: String,
+    pub deliveries: u64,
+}
+
+/// The export's columns, in order.
+pub const EXPORT_HEADER: [&str; 16] = [
+    "documentReference",
+    "agentCode",
+    "trackingId",
+    "spi",
+    "reference",
+    "alertDate",
+    "alertType",
+    "direction",
+    "location",
+    "state",
+    "type",
+    "freightFamily",
+    "externalReference",
+    "receivedAt",
+    "deliveries",
+    "events",
+];
+
+impl EventStore {
+    /// Calls `each` with every event (or, `latest`, each unit's last one by
+    /// `AlertDate`, with its unit's event count), tied to its document
+    /// through the units the ledger recorded: by `Spi`, then by
+    /// `Reference` (the latest document naming it). The ledger's units
+    /// are copied into temporary tables first (one pass, on disk), so
+    /// memory stays flat whatever the sizes.
+    pub fn export(
+        &self,
+        ledger: &crate::store::Store,
+        latest: bool,
+        mut each: impl FnMut(&ExportRow, u64) -> Result<()>,
+    ) -> Result<u64> {
+        let path = &self.path;
+        self.conn
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS by_spi (
+                     spi TEXT PRIMARY KEY, doc TEXT, agent TEXT, tid TEXT);
+                 CREATE TEMP TABLE IF NOT EXISTS by_ref (
+                     reference TEXT PRIMARY KEY, doc TEXT, agent TEXT, tid TEXT);
+                 DELETE FROM temp.by_spi; DELETE FROM temp.by_ref;
+                 BEGIN;",
+            )
+            .map_err(|e| sqlite(path, e))?;
+        {
+            let mut spi = self
+                .conn
+                .prepare("INSERT OR IGNORE INTO temp.by_spi VALUES (?1, ?2, ?3, ?4)")
+                .map_err(|e| sqlite(path, e))?;
+            let mut reference = self
+                .conn
+                .prepare("INSERT OR REPLACE INTO temp.by_ref VALUES (?1, ?2, ?3, ?4)")
+                .map_err(|e| sqlite(path, e))?;
+            ledger.for_each_tracked(crate::store::Scope::Ledger, |row| {
+                for unit in &row.units {
+                    if let Some(s) = unit.spi.as_deref().filter(|s| !s.is_empty()) {
+                        spi.execute(params![
+                            s,
+                            row.document_reference,
+                            row.agent_code,
+                            row.tracking_id
+                        ])
+                        .map_err(|e| sqlite(path, e))?;
+                    }
+                    if let Some(r) = unit.reference.as_deref().filter(|r| !r.is_empty()) {
+                        reference
+                            .execute(params![
+                                r,
+                                row.document_reference,
+                                row.agent_code,
+                                row.tracking_id
+                            ])
+                            .map_err(|e| sqlite(path, e))?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        self.conn
+            .execute_batch("COMMIT;")
+            .map_err(|e| sqlite(path, e))?;
+        let pick = if latest {
+            "WHERE e.id = (SELECT l.id FROM events l
+                           WHERE l.spi = e.spi AND l.reference = e.reference
+                           ORDER BY l.alert_date DESC, l.id DESC LIMIT 1)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT coalesce(s.doc, r.doc, ''), coalesce(s.agent, r.agent, ''),
+                    coalesce(s.tid, r.tid, ''),
+                    e.spi, e.reference, e.external_reference, e.freight_family,
+                    e.alert_date, e.alert_type, e.direction, e.location, e.state, e.type,
+                    e.received_at, e.deliveries,
+                    (SELECT count(*) FROM events c
+                     WHERE c.spi = e.spi AND c.reference = e.reference)
+             FROM events e
+             LEFT JOIN temp.by_spi s ON e.spi <> '' AND s.spi = e.spi
+             LEFT JOIN temp.by_ref r ON s.spi IS NULL AND e.reference <> ''
+                                        AND r.reference = e.reference
+             {pick}
+             ORDER BY e.id"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| sqlite(path, e))?;
+        let mut rows = stmt.query([]).map_err(|e| sqlite(path, e))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(|e| sqlite(path, e))? {
+            let text = |i: usize| -> Result<String> {
+                row.get::<_, String>(i).map_err(|e| sqlite(path, e))
+            };
+            let out = ExportRow {
+                document_reference: text(0)?,
+                agent_code: text(1)?,
+                tracking_id: text(2)?,
+                event: Event {
+                    spi: text(3)?,
+                    reference: text(4)?,
+                    external_reference: text(5)?,
+                    freight_family: text(6)?,
+                    alert_date: text(7)?,
+                    alert_type: text(8)?,
+                    direction: text(9)?,
+                    location: text(10)?,
+                    state: text(11)?,
+                    kind: text(12)?,
+                },
+                received_at: text(13)?,
+                deliveries: row.get::<_, i64>(14).map_err(|e| sqlite(path, e))? as u64,
+            };
+            let events = row.get::<_, i64>(15).map_err(|e| sqlite(path, e))? as u64;
+            each(&out, events)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Units with events and how many have each `AlertType` as their
+    /// latest, most first.
+    pub fn latest_types(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT e.alert_type, count(*) FROM events e
+                 WHERE e.id = (SELECT l.id FROM events l
+                               WHERE l.spi = e.spi AND l.reference = e.reference
+                               ORDER BY l.alert_date DESC, l.id DESC LIMIT 1)
+                 GROUP BY e.alert_type ORDER BY count(*) DESC, e.alert_type",
+            )
+            .map_err(|e| sqlite(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| sqlite(&self.path, e))?;
+        rows.map(|r| r.map_err(|e| sqlite(&self.path, e))).collect()
     }
 }
 
