@@ -414,3 +414,93 @@ fn a_run_registers_the_receiver_and_every_event_delivered_is_stored_once() {
         );
     }
 }
+
+#[test]
+fn a_receiver_killed_during_deliveries_gets_the_rest_from_the_senders_retries() {
+    use trackmass::sandbox::{Config, Webhooks};
+    let work = Workdir::new();
+    let (_, _token) = register(&work);
+    let (mut receiver, addr) = serve(&work);
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        webhooks: Some(Webhooks {
+            delay: Duration::from_millis(20),
+            spacing: Duration::from_millis(20),
+            backoff: Duration::from_millis(100),
+            retries: 8,
+            duplicates: 0.1,
+            events: 3,
+            ..Webhooks::to(addr.clone())
+        }),
+        ..Config::default()
+    });
+    let refs = references("WK", 80);
+    work.write("in.csv", reference_csv(&refs));
+    let mut run = work
+        .run_against(&sandbox, "in.csv")
+        .args(["--webhooks", "--rate", "100/s", "--progress", "never"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let delivered = |s: &TestSandbox| s.stats()["webhooks"]["delivered"].as_u64().unwrap_or(0);
+    wait_for(Duration::from_secs(30), "50 events delivered", || {
+        delivered(&sandbox) >= 50
+    });
+    kill9(&mut receiver);
+    // Back on the same port (the sender knows only that address).
+    let mut back = None;
+    wait_for(
+        Duration::from_secs(10),
+        "the receiver back on its port",
+        || {
+            let child = work
+                .trackmass()
+                .args([
+                    "webhooks",
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut child = child;
+            let mut first = String::new();
+            use std::io::BufRead;
+            let _ = std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first);
+            if first.contains("listening") {
+                back = Some(child);
+                true
+            } else {
+                let _ = child.wait();
+                false
+            }
+        },
+    );
+    let receiver = back.unwrap();
+    assert!(run.wait().unwrap().success());
+    let units = result_lines(&work.path("results.csv"))
+        .iter()
+        .filter(|l| !l[2].is_empty())
+        .count() as u64;
+    wait_for(Duration::from_secs(60), "every delivery settled", || {
+        let w = &sandbox.stats()["webhooks"];
+        w["delivered"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0) >= 3 * units
+    });
+    let w = sandbox.stats()["webhooks"].clone();
+    let (code, err) = stop(receiver);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(w["failed"], 0, "{w}");
+    assert!(
+        w["retries"].as_u64().unwrap() > 0,
+        "the kill met no delivery: {w}"
+    );
+    // Every event the sender saw acknowledged is stored, each once.
+    let (events, deliveries, _) = store_counts(&work);
+    assert_eq!(events as u64, 3 * units, "{w}");
+    assert!(deliveries as u64 >= w["delivered"].as_u64().unwrap(), "{w}");
+    println!("{units} units, sender: {w}; store: {events} events, {deliveries} deliveries");
+}
