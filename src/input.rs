@@ -250,10 +250,11 @@ fn problem(field: &'static str, message: String) -> Problem {
 }
 
 /// A cell read back from a result file: the `'` that
-/// [`crate::report::neutralise`] put before a formula is removed.
+/// [`crate::report::neutralise`] put before a cell that needed it is
+/// removed.
 pub fn unneutralise(cell: &str) -> &str {
     match cell.strip_prefix('\'') {
-        Some(rest) if rest.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) => rest,
+        Some(rest) if crate::report::needs_guard(rest) => rest,
         _ => cell,
     }
 }

@@ -134,12 +134,43 @@ pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
 /// First characters that make a spreadsheet read a cell as a formula.
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
-/// A cell as written to a result file: one that a spreadsheet would run as
-/// a formula gets a leading `'`, as OWASP recommends for CSV injection; so
-/// does one that already starts with `'`, so that the input reader, which
-/// removes exactly one such quote, gives back every value as it was.
+/// Lookalikes of those that some spreadsheets fold to them (full-width and
+/// small forms).
+const LOOKALIKE_STARTS: [char; 8] = [
+    '\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}', '\u{FE66}', '\u{FE62}', '\u{FE63}', '\u{FE6B}',
+];
+
+/// Characters that do not show: a cell starting with one hides what
+/// follows (a formula behind a zero-width space, a bidi override).
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
+/// Whether a cell is written with a leading `'`: it starts with a
+/// formula character, a lookalike of one, whitespace (a space, a line
+/// feed, a no-break space) or an invisible character, or it holds a
+/// control character anywhere; or it starts with `'` itself, so that the
+/// reader, which removes one such quote, gives back every value as it was.
+pub fn needs_guard(cell: &str) -> bool {
+    let Some(first) = cell.chars().next() else {
+        return false;
+    };
+    FORMULA_STARTS.contains(&first)
+        || LOOKALIKE_STARTS.contains(&first)
+        || first == '\''
+        || first.is_whitespace()
+        || invisible(first)
+        || cell.chars().any(char::is_control)
+}
+
+/// A cell as written to a result file: one that a spreadsheet could run as
+/// a formula or show as something else gets a leading `'` (OWASP's advice
+/// against CSV injection), see [`needs_guard`];
+/// [`crate::input::unneutralise`] undoes it.
 pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(FORMULA_STARTS) || cell.starts_with('\'') {
+    if needs_guard(cell) {
         std::borrow::Cow::Owned(format!("'{cell}"))
     } else {
         std::borrow::Cow::Borrowed(cell)
@@ -316,7 +347,24 @@ mod tests {
             assert_eq!(written, format!("'{cell}"));
             assert_eq!(crate::input::unneutralise(&written), cell);
         }
-        for cell in ["ABC123", "", "a=b", "1-2"] {
+        // Whitespace, invisible characters, lookalikes, control characters.
+        for cell in [
+            " =1+1",
+            "\n=1",
+            "\u{A0}=1",
+            "\u{200B}=1",
+            "\u{FEFF}x",
+            "\u{202E}gnp.exe",
+            "\u{FF1D}HYPERLINK(\"x\")",
+            "\u{FE62}1",
+            "CSQU\u{7}3054383",
+            "TRK\u{1B}[31m",
+        ] {
+            let written = neutralise(cell);
+            assert_eq!(written, format!("'{cell}"), "{cell:?}");
+            assert_eq!(crate::input::unneutralise(&written), cell);
+        }
+        for cell in ["ABC123", "", "a=b", "1-2", "CNI 12", "Zoé", "x\u{200B}"] {
             assert_eq!(neutralise(cell), cell);
             assert_eq!(crate::input::unneutralise(cell), cell);
         }

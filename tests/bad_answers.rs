@@ -56,6 +56,20 @@ fn answer(reference: &str) -> Response {
         "HTML400" => html(StatusCode::BAD_REQUEST),
         "HUGE400" => json(StatusCode::BAD_REQUEST, "y".repeat(2 << 20)),
         "HTML502" => html(StatusCode::BAD_GATEWAY),
+        // Cells a spreadsheet could misread, behind whitespace, invisible
+        // characters, lookalikes, or with control characters.
+        "LOOKALIKES" => json(
+            StatusCode::CREATED,
+            serde_json::json!({
+                "trackingId": "\u{FF1D}HYPERLINK(\"http://x\",\"y\")",
+                "trackedHandlingUnits": [
+                    {"spi": "\u{200B}=1+1", "reference": " =2+2"},
+                    {"spi": "\n=3", "reference": "CSQU\u{7}3054383"},
+                    {"spi": "\u{A0}@SUM(A1)", "reference": "\u{202E}gnp.exe"},
+                ]
+            })
+            .to_string(),
+        ),
         _ => json(
             StatusCode::CREATED,
             r#"{"trackingId":"TRK0","trackedHandlingUnits":[]}"#.into(),
@@ -187,5 +201,48 @@ fn bad_answers_are_recorded_with_a_reason_and_never_crash_the_run() {
     assert_exit(&out, 3);
     for r in ["HUGE", "NOID", "WRONGTYPE", "EMPTY201", "HTML201"] {
         assert_eq!(server.sent(r), 1, "{r} was sent again");
+    }
+}
+
+#[test]
+fn api_cells_a_spreadsheet_could_misread_are_guarded_and_read_back() {
+    let server = Scripted::start();
+    let work = Workdir::new();
+    work.write("in.csv", "documentReference\nLOOKALIKES\n");
+    let out = output(
+        work.trackmass()
+            .args(["run", "in.csv", "--rate", "1000/s"])
+            .args(["--base-url", &format!("http://{}", server.addr)])
+            .env("TRACKMASS_ACCESS_TOKEN", "scripted-token")
+            .env("TRACKMASS_API_KEY", "scripted-key"),
+    );
+    assert_exit(&out, 0);
+    let raw = std::fs::read_to_string(work.path("results.csv")).unwrap();
+    let mut reader = csv::ReaderBuilder::new().from_reader(raw.as_bytes());
+    let mut cells = Vec::new();
+    for record in reader.records() {
+        let record = record.unwrap();
+        cells.extend([
+            record[1].to_string(),
+            record[2].to_string(),
+            record[3].to_string(),
+        ]);
+    }
+    let expected = [
+        "\u{FF1D}HYPERLINK(\"http://x\",\"y\")",
+        "\u{200B}=1+1",
+        " =2+2",
+        "\u{FF1D}HYPERLINK(\"http://x\",\"y\")",
+        "\n=3",
+        "CSQU\u{7}3054383",
+        "\u{FF1D}HYPERLINK(\"http://x\",\"y\")",
+        "\u{A0}@SUM(A1)",
+        "\u{202E}gnp.exe",
+    ];
+    assert_eq!(cells.len(), expected.len(), "{cells:?}");
+    for (written, value) in cells.iter().zip(expected) {
+        // Every one behind a quote, and the reader gives the value back.
+        assert_eq!(written, &format!("'{value}"), "{written:?}");
+        assert_eq!(trackmass::input::unneutralise(written), value);
     }
 }
