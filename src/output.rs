@@ -133,6 +133,26 @@ pub fn write(
     mode: u32,
     fill: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<()> {
+    write_with(path, mode, false, fill)
+}
+
+/// [`write`], readable by all whatever the umask (0644, set on the file
+/// before it takes the name): for a file another user must read, as
+/// node_exporter reads the metrics textfile under a service's
+/// `UMask=0077`. Only for files that hold nothing secret.
+pub fn write_readable_by_all(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    write_with(path, 0o644, true, fill)
+}
+
+fn write_with(
+    path: &Path,
+    mode: u32,
+    exact: bool,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     match target(path)? {
         Target::Stdout => {
             let stdout = std::io::stdout();
@@ -145,7 +165,7 @@ pub fn write(
             }
         }
         Target::Discard => fill(&mut std::io::sink()),
-        Target::File(real) => replace(path, &real, mode, fill),
+        Target::File(real) => replace(path, &real, mode, exact, fill),
     }
 }
 
@@ -198,6 +218,7 @@ fn replace(
     path: &Path,
     real: &Path,
     mode: u32,
+    exact: bool,
     fill: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<()> {
     let mut temp = temp_beside(real, ".tmp", mode)
@@ -209,6 +230,16 @@ fn replace(
         out.flush()
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
+    #[cfg(unix)]
+    if exact {
+        use std::os::unix::fs::PermissionsExt;
+        // fchmod on the open file: the umask does not apply.
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("{}: cannot set its mode", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = exact;
     temp.as_file()
         .sync_all()
         .with_context(|| format!("{}: cannot write", path.display()))?;

@@ -250,11 +250,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::output::write(path, 0o600, |out| Ok(out.write_all(bytes)?))
 }
 
-/// Same as [`write_atomic`], readable by all (as far as the umask lets):
+/// Same as [`write_atomic`], readable by all (0644 whatever the umask):
 /// for the metrics textfile, which node_exporter reads as another user.
 /// It holds counts only.
 pub fn write_atomic_public(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::output::write(path, 0o644, |out| Ok(out.write_all(bytes)?))
+    crate::output::write_readable_by_all(path, |out| Ok(out.write_all(bytes)?))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ mod operate;
 mod pace;
 mod prism;
 mod run;
+mod samples;
 mod sandbox;
 mod schemathesis;
 mod secrets;
