@@ -178,6 +178,16 @@ pub fn validate_fields(fields: &Fields<'_>) -> Result<String, Vec<Problem>> {
         problems.push(problem("documentReference", "is empty".into()));
     } else if let Some(p) = control_character("documentReference", reference) {
         problems.push(p);
+    } else if SCIENTIFIC.is_match(reference) {
+        problems.push(problem(
+            "documentReference",
+            format!(
+                "{} is a number in scientific notation, as Excel shows a long numeric \
+                 reference: its last digits are lost; format the column as Text in the \
+                 spreadsheet (or export it from the source system as text) and export again",
+                quoted(reference)
+            ),
+        ));
     }
 
     let way = match non_empty(fields.way) {
@@ -244,6 +254,13 @@ fn quoted(value: &str) -> String {
     let head: String = value.chars().take(SHOWN).collect();
     format!("{:?}…", head)
 }
+
+/// A number as Excel writes a long one it shows in scientific notation
+/// (`3,71424E+09`, `3.71424E+09`, `4E+11`): one digit, maybe a decimal
+/// part, `E`, a sign, two or more digits.
+static SCIENTIFIC: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^[0-9]([.,][0-9]+)?[eE][+-][0-9]{2,}$").expect("a valid regex")
+});
 
 fn problem(field: &'static str, message: String) -> Problem {
     Problem { field, message }

@@ -111,6 +111,7 @@ cases! {
     nul_bytes => "nul-bytes",
     reference_spaces_control => "reference-spaces-control",
     formula_reference => "formula-reference",
+    excel_scientific => "excel-scientific",
     field_10mb_ignored_column => "field-10mb-ignored-column",
     field_10mb_place => "field-10mb-place",
     duplicates_1m => "duplicates-1m",

@@ -331,6 +331,27 @@ fn expected_body(record: &Record, columns: &Columns, defaults: &Defaults) -> Opt
     if reference.is_empty() || reference.chars().any(char::is_control) {
         return None;
     }
+    // Excel's scientific notation: one digit, maybe a decimal part, E, a
+    // sign, two or more digits.
+    let b = reference.as_bytes();
+    let sci = b.len() >= 5
+        && b[0].is_ascii_digit()
+        && reference
+            .to_ascii_uppercase()
+            .split_once('E')
+            .is_some_and(|(m, e)| {
+                let m_ok = m.len() == 1
+                    || (m.len() > 2
+                        && matches!(m.as_bytes()[1], b'.' | b',')
+                        && m[2..].bytes().all(|c| c.is_ascii_digit()));
+                let e_ok = e.len() >= 3
+                    && matches!(e.as_bytes()[0], b'+' | b'-')
+                    && e[1..].bytes().all(|c| c.is_ascii_digit());
+                m_ok && e_ok
+            });
+    if sci {
+        return None;
+    }
     let mut body = serde_json::Map::new();
     body.insert("documentReference".into(), json!(reference));
     let optional = [
