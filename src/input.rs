@@ -512,11 +512,21 @@ pub struct InputError {
 
 impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if is_stdin(&self.path) {
+            "standard input".to_string()
+        } else {
+            self.path.display().to_string()
+        };
         match self.line {
-            Some(line) => write!(f, "{}: line {line}: {}", self.path.display(), self.message),
-            None => write!(f, "{}: {}", self.path.display(), self.message),
+            Some(line) => write!(f, "{name}: line {line}: {}", self.message),
+            None => write!(f, "{name}: {}", self.message),
         }
     }
+}
+
+/// `-` names standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 impl std::error::Error for InputError {}
@@ -683,14 +693,20 @@ impl InputReader {
             line,
             message,
         };
-        let meta = std::fs::metadata(path)
-            .with_context(|| format!("{}: cannot read the input file", path.display()))?;
-        if meta.is_dir() {
-            return Err(input_error(None, "is a directory, not a CSV file".into()).into());
-        }
-        let file = File::open(path)
-            .with_context(|| format!("{}: cannot open the input file", path.display()))?;
-        let mut file = BufReader::with_capacity(1 << 16, file);
+        let source: Box<dyn Read + Send> = if is_stdin(path) {
+            Box::new(io::stdin())
+        } else {
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("{}: cannot read the input file", path.display()))?;
+            if meta.is_dir() {
+                return Err(input_error(None, "is a directory, not a CSV file".into()).into());
+            }
+            Box::new(
+                File::open(path)
+                    .with_context(|| format!("{}: cannot open the input file", path.display()))?,
+            )
+        };
+        let mut file = BufReader::with_capacity(1 << 16, source);
 
         // Sniff the start of the file: encoding marks and the header line.
         let mut head = Vec::with_capacity(1 << 16);

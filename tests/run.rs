@@ -806,3 +806,54 @@ fn a_gateway_that_adds_grant_type_itself_is_detected() {
     assert_eq!(sandbox.outcome("token_refused"), 1);
     assert_eq!(sandbox.stats()["tokens_issued"], 1);
 }
+
+#[test]
+fn the_input_can_come_from_standard_input_and_an_empty_one_is_said() {
+    use std::io::Write;
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("IN", 4);
+    let mut child = work
+        .run_against(&sandbox, "-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(reference_csv(&refs).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    sandbox.assert_results(&work.path("results.csv"), &refs);
+    // A bad row from standard input is named with its line.
+    // (output() gives a child no standard input: the file is given here.)
+    let file = std::fs::File::open(work.write("bad.csv", "documentReference\nOK1\n\u{7}x\n"));
+    let bad = work
+        .trackmass()
+        .args(["validate", "-"])
+        .stdin(file.unwrap())
+        .output()
+        .unwrap();
+    assert_exit(&bad, 3);
+    assert!(
+        stdout(&bad).contains("line 3: documentReference"),
+        "{}",
+        stdout(&bad)
+    );
+    // A header and no row: exit 0, and a warning, not silence.
+    work.write("empty.csv", "documentReference\n");
+    let out = output(
+        work.run_against(&sandbox, "empty.csv")
+            .args(["--state", "e.db"]),
+    );
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("no data row after the header"),
+        "{}",
+        stderr(&out)
+    );
+}

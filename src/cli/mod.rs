@@ -160,7 +160,8 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// CSV file with a documentReference column (header row required).
+    /// CSV file with a documentReference column (header row required); `-`
+    /// reads standard input.
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
 
@@ -355,7 +356,7 @@ pub struct ApiArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// CSV file to check.
+    /// CSV file to check (`-` reads standard input).
     #[arg(value_name = "INPUT")]
     pub input: PathBuf,
 
