@@ -36,6 +36,7 @@ pub mod spec;
 pub mod store;
 pub mod summary;
 pub mod webhooks;
+pub mod words;
 
 use anyhow::Result;
 

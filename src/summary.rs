@@ -75,7 +75,10 @@ impl Summary {
         if self.tracked_before > 0 {
             tracked.push_str(&format!(" ({} before this run)", self.tracked_before));
         }
-        let mut parts = vec![tracked, format!("{} handling units", self.handling_units)];
+        let mut parts = vec![
+            tracked,
+            crate::words::count(self.handling_units, "handling unit", "handling units"),
+        ];
         let mut count = |n: u64, what: &str| {
             if n > 0 {
                 parts.push(format!("{n} {what}"));
@@ -88,10 +91,18 @@ impl Summary {
             "failed".to_string()
         };
         count(self.failed, &failed);
-        count(self.load.duplicates, "duplicate rows");
+        let one = |n: u64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+        count(
+            self.load.duplicates,
+            one(self.load.duplicates, "duplicate row", "duplicate rows"),
+        );
         count(
             self.load.fields_differ,
-            "rows with other fields than the ledger holds (not applied)",
+            one(
+                self.load.fields_differ,
+                "row with other fields than the ledger holds (not applied)",
+                "rows with other fields than the ledger holds (not applied)",
+            ),
         );
         count(self.pending, "pending");
         // The rate of sending (first request out to last answer in), not
@@ -104,7 +115,11 @@ impl Summary {
         };
         let head = match self.command {
             Command::Run => {
-                let mut head = format!("{}: {} rows", self.input, self.load.rows);
+                let mut head = format!(
+                    "{}: {}",
+                    self.input,
+                    crate::words::count(self.load.rows, "row", "rows")
+                );
                 let mut notes = Vec::new();
                 if self.load.new > 0 && self.load.new != self.load.rows {
                     notes.push(format!("{} new", self.load.new));
@@ -120,13 +135,17 @@ impl Summary {
                 }
                 head
             }
-            Command::Retry => format!("{} (retry of {} rows)", self.input, self.retried),
+            Command::Retry => format!(
+                "{} (retry of {})",
+                self.input,
+                crate::words::count(self.retried, "row", "rows")
+            ),
             Command::Resume => format!("{} (resume)", self.input),
         };
         let mut line = format!(
-            "{head} → {}; {} requests in {:.1}s{rate}",
+            "{head} → {}; {} in {:.1}s{rate}",
             parts.join(", "),
-            self.requests,
+            crate::words::count(self.requests, "request", "requests"),
             self.elapsed_seconds,
         );
         if self.resent_after_interruption > 0 {

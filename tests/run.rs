@@ -844,6 +844,18 @@ fn the_input_can_come_from_standard_input_and_an_empty_one_is_said() {
         "{}",
         stdout(&bad)
     );
+    // Counts of one are singular.
+    let out = output(work.trackmass().args(["validate", "bad.csv"]));
+    assert!(
+        stdout(&out).contains("2 rows: 1 valid, 1 rejected, 0 duplicate rows"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("To send: 1 request,"),
+        "{}",
+        stdout(&out)
+    );
     // A header and no row: exit 0, and a warning, not silence.
     work.write("empty.csv", "documentReference\n");
     let out = output(

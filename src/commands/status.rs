@@ -265,7 +265,7 @@ pub fn render(r: &Report) -> String {
                 .as_ref()
                 .and_then(|s| s.get("requests"))
                 .and_then(serde_json::Value::as_u64)
-                .map(|n| format!(", {n} requests"))
+                .map(|n| format!(", {}", crate::words::count(n, "request", "requests")))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,

@@ -221,9 +221,14 @@ impl Seen {
 }
 
 fn render(r: &Report, with_state: bool, rejects_file: Option<&std::path::Path>) -> String {
+    use crate::words::count;
     let mut out = format!(
-        "{}: {} rows: {} valid, {} rejected, {} duplicate rows (sent once)\n",
-        r.input, r.rows, r.valid, r.rejected, r.duplicates
+        "{}: {}: {} valid, {} rejected, {} (sent once)\n",
+        r.input,
+        count(r.rows, "row", "rows"),
+        r.valid,
+        r.rejected,
+        count(r.duplicates, "duplicate row", "duplicate rows")
     );
     if with_state {
         out.push_str(&format!(
@@ -233,15 +238,15 @@ fn render(r: &Report, with_state: bool, rejects_file: Option<&std::path::Path>) 
         ));
         if r.corrected > 0 {
             out.push_str(&format!(
-                "  {} rows correct the fields of documents the API refused: sent again\n",
-                r.corrected
+                "  {} the fields of documents the API refused: sent again\n",
+                count(r.corrected, "row corrects", "rows correct")
             ));
         }
     }
     if r.fields_differ > 0 {
         out.push_str(&format!(
-            "  {} rows name a document already held with other fields: not sent (`run --force` sends them)\n",
-            r.fields_differ
+            "  {} a document already held with other fields: not sent (`run --force` sends them)\n",
+            count(r.fields_differ, "row names", "rows name")
         ));
         for d in &r.differing {
             out.push_str(&format!("  line {}: {}\n", d.line, d.message));
@@ -249,8 +254,9 @@ fn render(r: &Report, with_state: bool, rejects_file: Option<&std::path::Path>) 
     }
     let eta = progress::format_duration(std::time::Duration::from_secs(r.estimated_seconds));
     out.push_str(&format!(
-        "To send: {} requests, about {eta} at {} (more if the API asks to slow down or fails).\n",
-        r.to_send, r.rate
+        "To send: {}, about {eta} at {} (more if the API asks to slow down or fails).\n",
+        count(r.to_send, "request", "requests"),
+        r.rate
     ));
     for reject in &r.rejects {
         out.push_str(&format!("  line {}: {}\n", reject.line, reject.message));

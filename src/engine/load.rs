@@ -108,10 +108,10 @@ pub fn load_input(
         }
     }
     tracing::info!(
-        "{}: {} rows: {} new, {} already tracked, {} failed before, {} continued{extra}, \
+        "{}: {}: {} new, {} already tracked, {} failed before, {} continued{extra}, \
          {} duplicate rows, {} rejected",
         config.input.display(),
-        counts.rows,
+        crate::words::count(counts.rows, "row", "rows"),
         counts.new,
         counts.already_tracked,
         counts.already_failed,

@@ -269,8 +269,9 @@ async fn work(
             String::new()
         };
         tracing::info!(
-            "{pending} rows to send{included} at {} with {} in flight (about {} at --rate; \
+            "{} to send{included} at {} with {} in flight (about {} at --rate; \
              longer if the API takes more than {} ms a request, or asks to slow down)",
+            crate::words::count(pending, "row", "rows"),
             config.dispatch.rate,
             config.dispatch.concurrency,
             progress::eta(pending, Some(config.dispatch.rate.per_second()))
