@@ -869,3 +869,15 @@ fn the_input_can_come_from_standard_input_and_an_empty_one_is_said() {
         stderr(&out)
     );
 }
+
+#[test]
+fn quiet_and_verbose_together_are_a_usage_error() {
+    let work = Workdir::new();
+    let out = output(work.trackmass().args(["-q", "-v", "status"]));
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("'--quiet' cannot be used with '--verbose"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -24,8 +24,9 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Only print errors and the final summary.
-    #[arg(short = 'q', long, global = true)]
+    /// Log errors only (a run, resume or retry still prints its summary
+    /// line).
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// More log detail (-v: debug, -vv: trace).
