@@ -881,3 +881,16 @@ fn quiet_and_verbose_together_are_a_usage_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_version_names_its_commit_and_build_date() {
+    let work = Workdir::new();
+    let out = output(work.trackmass().arg("--version"));
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let pattern = regex::Regex::new(
+        r"^trackmass \d+\.\d+\.\d+ \(commit ([0-9a-f]{10}|unknown commit), built \d{4}-\d{2}-\d{2}\)\n$",
+    )
+    .unwrap();
+    assert!(pattern.is_match(&text), "{text:?}");
+}

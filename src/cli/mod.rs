@@ -16,10 +16,18 @@ pub use webhooks::{EventsExportArgs, ServeArgs, UrlArgs, WebhooksCommand};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// `--version`: the crate's version, the commit and the build date.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TRACKMASS_BUILD"),
+    ")"
+);
+
 /// Track the handling units of many documents at once with SOGET's
 /// "API Tracking Code In Mass".
 #[derive(Debug, Parser)]
-#[command(name = "trackmass", version, about, long_about = None, args_override_self = true)]
+#[command(name = "trackmass", version = VERSION, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
