@@ -894,3 +894,38 @@ fn the_version_names_its_commit_and_build_date() {
     .unwrap();
     assert!(pattern.is_match(&text), "{text:?}");
 }
+
+#[test]
+fn retry_and_resume_take_the_sandbox_and_the_progress_interval() {
+    let work = Workdir::new();
+    let always_503 = TestSandbox::always_503();
+    let refs = references("RS", 6);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(work.run_against(&always_503, "in.csv").args([
+        "--max-attempts",
+        "1",
+        "--trip-after",
+        "100",
+    ]));
+    assert_exit(&out, 3);
+    // The rehearsal's retry against a built-in sandbox: every row tracked.
+    let out = output(work.trackmass().args([
+        "retry",
+        "--sandbox",
+        "--progress",
+        "never",
+        "--progress-interval",
+        "5s",
+    ]));
+    assert_exit(&out, 0);
+    assert_eq!(
+        result_lines(&work.path("results.csv")).len() >= refs.len(),
+        true
+    );
+    let out = output(
+        work.trackmass()
+            .args(["resume", "--progress-interval", "10s", "--sandbox"]),
+    );
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("nothing to send"), "{}", stderr(&out));
+}

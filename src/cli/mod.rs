@@ -118,7 +118,12 @@ Examples:
     trackmass resume --state onboarding.db
 
   Continue more slowly than the run was started:
-    trackmass resume --state onboarding.db --rate 5/s";
+    trackmass resume --state onboarding.db --rate 5/s
+
+Exit status (of the ledger, not only of this run's rows): 0 everything
+tracked, 3 some rows failed or were rejected, 4 stopped with work left
+(--max-duration, a signal: the same command continues), 1 fatal (credentials,
+quota, API unreachable: rows stay pending), 2 usage error.";
 
 const RETRY_EXAMPLES: &str = "\
 Examples:
@@ -133,7 +138,12 @@ Examples:
     trackmass retry --state prod.db --status failed
 
   A corrected copy of failures.csv is also a valid input:
-    trackmass run failures-fixed.csv --state prod.db";
+    trackmass run failures-fixed.csv --state prod.db
+
+Exit status (of the ledger, not only of this run's rows): 0 everything
+tracked, 3 some rows failed or were rejected, 4 stopped with work left
+(--max-duration, a signal: the same command continues), 1 fatal (credentials,
+quota, API unreachable: rows stay pending), 2 usage error.";
 
 const EXPORT_EXAMPLES: &str = "\
 Examples:
@@ -156,7 +166,13 @@ Examples:
     export TRACKMASS_API_KEY=... TRACKMASS_CLIENT_ID=... TRACKMASS_CLIENT_SECRET=...
     trackmass run documents.csv --way Import --agent-code CCGM --rate 600/min
 
-  Run the same command again after an interruption: it continues.";
+  After an interruption, the same command continues:
+    trackmass run documents.csv --way Import --agent-code CCGM --rate 600/min
+
+Exit status (of the ledger, not only of this run's rows): 0 everything
+tracked, 3 some rows failed or were rejected, 4 stopped with work left
+(--max-duration, a signal: the same command continues), 1 fatal (credentials,
+quota, API unreachable: rows stay pending), 2 usage error.";
 
 const SANDBOX_EXAMPLES: &str = "\
 Examples:
@@ -186,7 +202,7 @@ pub struct RunArgs {
     /// Send documents again even if the state file already holds an answer
     /// for them, with this input's fields. A document named twice in the
     /// file is still sent once.
-    #[arg(long)]
+    #[arg(long, help_heading = "Sending")]
     pub force: bool,
 
     /// Register the receiver's URL (the one `trackmass webhooks url`
@@ -194,7 +210,7 @@ pub struct RunArgs {
     #[arg(
         long,
         conflicts_with = "webhook_url",
-        help_heading = "Defaults for empty fields"
+        help_heading = "Request defaults (a row's own column wins)"
     )]
     pub webhooks: bool,
 
@@ -207,7 +223,7 @@ pub struct RunArgs {
     /// Stop sending after this long (e.g. 6h, for a nightly window): requests
     /// in flight finish, the files are written, exit 4; the next run
     /// continues.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Sending")]
     pub max_duration: Option<Duration>,
 
     /// Start the built-in sandbox on a free loopback port and run against it
@@ -217,11 +233,11 @@ pub struct RunArgs {
 
     /// Progress display on stderr: a bar on a terminal, periodic log lines
     /// otherwise.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "WHEN")]
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto, value_name = "WHEN", help_heading = "Progress")]
     pub progress: ProgressMode,
 
     /// Time between two progress log lines (when there is no bar).
-    #[arg(long, default_value = "30s", value_parser = parse_interval, value_name = "DURATION")]
+    #[arg(long, default_value = "30s", value_parser = parse_interval, value_name = "DURATION", help_heading = "Progress")]
     pub progress_interval: Duration,
 }
 
@@ -444,6 +460,15 @@ pub struct ContinueArgs {
     /// Progress display [default: the run's]
     #[arg(long, value_enum, value_name = "WHEN")]
     pub progress: Option<ProgressMode>,
+
+    /// Time between two progress log lines [default: the run's]
+    #[arg(long, value_parser = parse_interval, value_name = "DURATION")]
+    pub progress_interval: Option<Duration>,
+
+    /// Send to a built-in sandbox on a free loopback port, with its own
+    /// credentials (a rehearsal) [default: the run's]
+    #[arg(long, help_heading = "API", conflicts_with_all = ["base_url", "token_url"])]
+    pub sandbox: bool,
 
     /// Base URL of the API [default: the run's]
     #[arg(

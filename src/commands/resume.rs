@@ -141,5 +141,11 @@ fn apply_overrides(config: &mut RunConfig, args: &ContinueArgs) -> Result<(), Us
     if let Some(p) = args.progress {
         config.progress = p;
     }
+    if let Some(every) = args.progress_interval {
+        config.progress_interval = every;
+    }
+    if args.sandbox {
+        config.sandbox = true;
+    }
     Ok(())
 }
