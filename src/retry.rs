@@ -150,7 +150,10 @@ struct SubError {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GatewayError {
-    status_code: u16,
+    /// Required, to tell this shape from the others; not shown (it is the
+    /// HTTP status, which every message quoting this body already gives).
+    #[serde(rename = "statusCode")]
+    _status_code: u16,
     message: String,
 }
 
@@ -362,7 +365,7 @@ pub fn error_summary(body: &[u8]) -> String {
         && let Ok(g) = serde_json::from_slice::<GatewayError>(body)
         && !one_line(&g.message).is_empty()
     {
-        return format!("{} (status {})", one_line(&g.message), g.status_code);
+        return one_line(&g.message);
     }
     if is_object && let Ok(e) = serde_json::from_slice::<BusinessError>(body) {
         let text = [e.code, e.message]

@@ -370,6 +370,12 @@ fn a_spent_quota_stops_the_run_and_says_when_it_replenishes() {
         err.contains("Out of call volume quota. Quota will be replenished in 0"),
         "{err}"
     );
+    // Said once, with its status once.
+    assert_eq!(err.matches("Out of call volume quota").count(), 1, "{err}");
+    assert!(
+        err.contains("(HTTP 403)") && !err.contains("status 403"),
+        "{err}"
+    );
     let s = summary(&work, "s.json");
     assert_eq!(s["tracked"], 40);
     assert_eq!(s["pending"], 60);

@@ -209,9 +209,8 @@ pub async fn session(
         summary.outcome,
         &serde_json::to_string(&summary).unwrap_or_default(),
     )?;
-    if let Some(fatal) = &summary.fatal {
-        tracing::error!("{fatal}");
-    }
+    // A fatal cause was logged when it happened (once): the summary
+    // files and the exit status carry it from here.
     write_summary_files(config, &summary, &summary.prometheus())?;
     let line = format!("trackmass: {}\n", summary.line());
     if config.writes_stdout() {

@@ -115,6 +115,7 @@ pub async fn send_pending(
     }
     if !problems.is_empty() {
         let problem = problems.join("; ");
+        tracing::error!("{problem}");
         report.fatal = Some(match report.fatal.take() {
             Some(f) => format!("{f}; {problem}"),
             None => problem,
