@@ -81,6 +81,7 @@ pub async fn run(
             tokio::task::block_in_place(|| commands::validate::execute(&args))
         }
         Command::Status(args) => commands::status::execute(&args),
+        Command::Show(args) => commands::show::execute(&args),
         Command::Export(args) => tokio::task::block_in_place(|| commands::export::execute(&args)),
         Command::Webhooks(command) => commands::webhooks::execute(command).await,
         Command::Sandbox(args) => commands::sandbox::execute(&args).await,

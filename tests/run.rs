@@ -926,3 +926,36 @@ fn retry_and_resume_take_the_sandbox_and_the_progress_interval() {
     assert_exit(&out, 0);
     assert!(stderr(&out).contains("nothing to send"), "{}", stderr(&out));
 }
+
+#[test]
+fn show_tells_what_the_ledger_knows_of_a_document() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write(
+        "in.csv",
+        "documentReference,way\nSH1,Import\nSH2,Sideways\n",
+    );
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 3);
+    let tracked = result_lines(&work.path("results.csv"));
+    let out = output(work.trackmass().args(["show", "SH1", "SH2", "SH3"]));
+    assert_exit(&out, 3);
+    let text = stdout(&out);
+    assert!(text.contains("SH1: tracked"), "{text}");
+    assert!(
+        text.contains(&format!("tracking ID {}", tracked[0][1])),
+        "{text}"
+    );
+    for line in tracked.iter().filter(|l| !l[2].is_empty()) {
+        assert!(text.contains(&format!("{} {}", line[3], line[2])), "{text}");
+    }
+    assert!(text.contains("SH2: rejected"), "{text}");
+    assert!(text.contains("Sideways"), "{text}");
+    assert!(text.contains("from "), "{text}");
+    assert!(text.contains("SH3: not in the ledger"), "{text}");
+    let out = output(work.trackmass().args(["show", "SH1", "--json"]));
+    assert_exit(&out, 0);
+    let v = json(&stdout(&out));
+    assert_eq!(v[0]["rows"][0]["status"], "tracked");
+    assert_eq!(v[0]["rows"][0]["tracking_id"], tracked[0][1].as_str());
+    assert_eq!(v[0]["rows"][0]["attempts"], 1);
+}

@@ -504,3 +504,47 @@ fn a_receiver_killed_during_deliveries_gets_the_rest_from_the_senders_retries() 
     assert!(deliveries as u64 >= w["delivered"].as_u64().unwrap(), "{w}");
     println!("{units} units, sender: {w}; store: {events} events, {deliveries} deliveries");
 }
+
+#[test]
+fn a_failures_csv_with_the_receivers_url_is_an_input_again() {
+    use trackmass::sandbox::{Config, Webhooks};
+    let work = Workdir::new();
+    let (_, token) = register(&work);
+    let (receiver, addr) = serve(&work);
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        webhooks: Some(Webhooks {
+            delay: Duration::from_millis(10),
+            ..Webhooks::to(addr.clone())
+        }),
+        ..Config::default()
+    });
+    work.write("in.csv", "documentReference,way\nFX1,Inport\n");
+    let out = output(work.run_against(&sandbox, "in.csv").arg("--webhooks"));
+    assert_exit(&out, 3);
+    // failures.csv holds the placeholder, never the token.
+    let failures = work.read("failures.csv");
+    assert!(
+        failures.contains("{webhook-token}") && !failures.contains(&token),
+        "{failures}"
+    );
+    // Corrected and run again: sent with the real URL, so its event
+    // reaches the receiver.
+    work.write("fixed.csv", failures.replace("Inport", "Import"));
+    let out = output(&mut work.run_against(&sandbox, "fixed.csv"));
+    assert_exit(&out, 0);
+    wait_for(
+        Duration::from_secs(30),
+        "the corrected row's events",
+        || {
+            sandbox.stats()["webhooks"]["delivered"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1
+        },
+    );
+    let (code, err) = stop(receiver);
+    assert_eq!(code, 0, "{err}");
+    let (events, _, _) = store_counts(&work);
+    assert!(events >= 1);
+}

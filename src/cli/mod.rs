@@ -82,6 +82,10 @@ pub enum Command {
     /// holds it).
     #[command(after_long_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// What the ledger knows of documents: status, tracking ID, units
+    /// (and their latest event), attempts, last error, when.
+    #[command(after_long_help = SHOW_EXAMPLES)]
+    Show(ShowArgs),
     /// Receive the events the trackings send (SOGET's webhooks).
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
@@ -106,6 +110,30 @@ Examples:
     trackmass validate today.csv --state prod.db --rejects rejects.csv
 
 Exit status: 0 every row valid, 3 some rows invalid, 1 the file cannot be read.";
+
+const SHOW_EXAMPLES: &str = "\
+Examples:
+  What happened to this bill of lading?
+    trackmass show 3714238101 --state prod.db
+  For a script:
+    trackmass show 3714238101 LEH2024330356 --state prod.db --json | jq '.[0].status'
+
+Exit status: 0 every reference is in the ledger, 3 some are not, 2 usage error.";
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Document references to look up (as in the input: case matters).
+    #[arg(value_name = "REF", required = true, num_args = 1..)]
+    pub references: Vec<String>,
+
+    /// State file to read (never written; may be in use by a run).
+    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// Print JSON on stdout, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
 
 const STATUS_EXAMPLES: &str = "\
 Examples:

@@ -5,6 +5,7 @@ pub mod export;
 pub mod resume;
 pub mod run;
 pub mod sandbox;
+pub mod show;
 pub mod status;
 pub mod validate;
 pub mod webhooks;

@@ -26,7 +26,7 @@ mod writer;
 pub use crate::ledger::{LoadClass, LoadCounts, RunId, Status};
 pub use history::{FailureGroup, Overview, RunRecord};
 pub use load::{Loader, Notice, describe};
-pub use queries::{FailureRow, PendingItem, Scope, StatusCounts, TrackedRow, Unit};
+pub use queries::{DocumentView, FailureRow, PendingItem, Scope, StatusCounts, TrackedRow, Unit};
 pub use schema::SCHEMA_VERSION;
 pub use writer::{Committed, Outcome, Writer, WriterGone};
 

@@ -117,7 +117,82 @@ impl StatusCounts {
     }
 }
 
+/// What the ledger knows of one row naming a document (`trackmass show`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DocumentView {
+    pub document_reference: String,
+    /// '' when the document has none.
+    pub agent_code: String,
+    pub status: Status,
+    pub tracking_id: Option<String>,
+    pub units: Vec<Unit>,
+    /// Requests sent for it.
+    pub attempts: u64,
+    pub http_status: Option<u16>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+    /// When its last answer (or refusal) was recorded.
+    pub updated_at: Option<String>,
+    /// The input and line that last named it.
+    pub input: String,
+    pub line: u64,
+}
+
 impl Store {
+    /// Every row of the ledger naming `reference` (one per agent code, and
+    /// the rows refused before sending), oldest first.
+    pub fn documents(&self, reference: &str) -> Result<Vec<DocumentView>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                // Through the two partial indexes on the reference.
+                "SELECT document_reference, agent_code, status, tracking_id, units, attempts,
+                        http_status, code, message, updated_at, source, line
+                 FROM items WHERE id IN (
+                     SELECT id FROM items WHERE document_reference = ?1 AND payload IS NOT NULL
+                     UNION
+                     SELECT id FROM items WHERE document_reference = ?1 AND status = 'rejected')
+                 ORDER BY id",
+            )
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let mut rows = stmt
+            .query(params![reference])
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| sqlite_error(&self.path, e))? {
+            let opt = |i: usize| -> Result<Option<String>> {
+                row.get::<_, Option<String>>(i)
+                    .map_err(|e| sqlite_error(&self.path, e))
+            };
+            let units = opt(4)?.unwrap_or_default();
+            let units: Vec<Unit> = if units.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::from_str(&units)
+                    .map_err(|e| not_a_state_file(&self.path, format!("bad units column: {e}")))?
+            };
+            let int = |i: usize| -> Result<Option<i64>> {
+                row.get::<_, Option<i64>>(i)
+                    .map_err(|e| sqlite_error(&self.path, e))
+            };
+            out.push(DocumentView {
+                document_reference: self.text(row, 0)?,
+                agent_code: self.text(row, 1)?,
+                status: self.status_of(&self.text(row, 2)?)?,
+                tracking_id: opt(3)?,
+                units,
+                attempts: int(5)?.unwrap_or(0).max(0) as u64,
+                http_status: int(6)?.and_then(|h| u16::try_from(h).ok()),
+                code: opt(7)?,
+                message: opt(8)?,
+                updated_at: opt(9)?,
+                input: self.text(row, 10)?,
+                line: int(11)?.unwrap_or(0).max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
     pub(super) fn status_of(&self, status: &str) -> Result<Status> {
         Status::parse(status)
             .ok_or_else(|| not_a_state_file(&self.path, format!("unknown status {status:?}")))

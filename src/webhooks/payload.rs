@@ -6,7 +6,8 @@
 use serde::Deserialize;
 
 /// One event about one handling unit, as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Event {
     pub spi: String,
     pub reference: String,

@@ -441,6 +441,43 @@ impl EventStore {
         Ok(n)
     }
 
+    /// A unit's last event (by `AlertDate`) and how many it has.
+    pub fn latest_for(&self, spi: &str, reference: &str) -> Result<Option<(Event, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT spi, reference, external_reference, freight_family, alert_date,
+                        alert_type, direction, location, state, type,
+                        (SELECT count(*) FROM events c WHERE c.spi = e.spi AND c.reference = e.reference)
+                 FROM events e WHERE spi = ?1 AND reference = ?2
+                 ORDER BY alert_date DESC, id DESC LIMIT 1",
+            )
+            .map_err(|e| sqlite(&self.path, e))?;
+        let mut rows = stmt
+            .query(params![spi, reference])
+            .map_err(|e| sqlite(&self.path, e))?;
+        let Some(row) = rows.next().map_err(|e| sqlite(&self.path, e))? else {
+            return Ok(None);
+        };
+        let text = |i: usize| -> Result<String> {
+            row.get::<_, String>(i).map_err(|e| sqlite(&self.path, e))
+        };
+        let event = Event {
+            spi: text(0)?,
+            reference: text(1)?,
+            external_reference: text(2)?,
+            freight_family: text(3)?,
+            alert_date: text(4)?,
+            alert_type: text(5)?,
+            direction: text(6)?,
+            location: text(7)?,
+            state: text(8)?,
+            kind: text(9)?,
+        };
+        let n: i64 = row.get(10).map_err(|e| sqlite(&self.path, e))?;
+        Ok(Some((event, n as u64)))
+    }
+
     /// Units with events and how many have each `AlertType` as their
     /// latest, most first.
     pub fn latest_types(&self) -> Result<Vec<(String, u64)>> {
