@@ -136,7 +136,12 @@ pub fn render(shown: &[Shown]) -> String {
                 .flatten()
                 .collect::<Vec<_>>()
                 .join(" ");
-                let _ = writeln!(out, "  last answer: {what}");
+                let label = if d.status == crate::ledger::Status::Rejected {
+                    "refused before sending"
+                } else {
+                    "last answer"
+                };
+                let _ = writeln!(out, "  {label}: {what}");
             }
             let _ = writeln!(
                 out,
