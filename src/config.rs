@@ -51,6 +51,9 @@ pub struct RunConfig {
     pub workdir: Option<PathBuf>,
     pub column: Option<String>,
     pub delimiter: Option<char>,
+    /// `--encoding`, by its WHATWG name.
+    #[serde(default)]
+    pub encoding: Option<String>,
     pub defaults: Defaults,
     pub force: bool,
     #[serde(default)]
@@ -122,6 +125,7 @@ impl RunConfig {
             workdir: std::env::current_dir().ok(),
             column: args.read.column.clone(),
             delimiter: args.read.delimiter.map(char::from),
+            encoding: args.read.encoding.map(|e| e.name().to_string()),
             defaults,
             force: args.force,
             durability: args.files.durability,
@@ -182,6 +186,10 @@ impl RunConfig {
         ReadOptions {
             column: self.column.clone(),
             delimiter: self.delimiter.map(|c| c as u8),
+            encoding: self
+                .encoding
+                .as_deref()
+                .and_then(|name| encoding_rs::Encoding::for_label(name.as_bytes())),
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct ReadOptions {
     pub column: Option<String>,
     /// Field delimiter; detected from the header line when `None`.
     pub delimiter: Option<u8>,
+    /// The file's encoding when not UTF-8 (`--encoding`): transcoded to
+    /// UTF-8 as it is read.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 /// A row that passed validation: the exact request body to send.
@@ -434,7 +437,7 @@ pub fn validate_record(record: &Record, columns: &Columns, defaults: &Defaults) 
                 problems.push(problem(
                     field,
                     format!(
-                        "is not valid UTF-8 (bad byte at offset {}); save the file as UTF-8",
+                        "is not valid UTF-8 (bad byte at offset {}); save the file as UTF-8, or pass --encoding windows-1252 if Excel saved it as \"CSV (semicolon)\"",
                         e.valid_up_to()
                     ),
                 ));
@@ -710,6 +713,15 @@ impl InputReader {
                     .with_context(|| format!("{}: cannot open the input file", path.display()))?,
             )
         };
+        let source: Box<dyn Read + Send> = match options.encoding {
+            Some(e) if e != encoding_rs::UTF_8 => Box::new(
+                encoding_rs_io::DecodeReaderBytesBuilder::new()
+                    .encoding(Some(e))
+                    .bom_override(true)
+                    .build(source),
+            ),
+            _ => source,
+        };
         let mut file = BufReader::with_capacity(1 << 16, source);
 
         // Sniff the start of the file: encoding marks and the header line.
@@ -777,7 +789,7 @@ impl InputReader {
                         .map_err(|_| {
                             input_error(
                                 Some(line),
-                                "the header is not valid UTF-8; save the file as UTF-8".into(),
+                                "the header is not valid UTF-8; save the file as UTF-8, or pass --encoding windows-1252 if Excel saved it as \"CSV (semicolon)\"".into(),
                             )
                         })
                 })

@@ -209,7 +209,11 @@ fn read_options() -> impl Strategy<Value = ReadOptions> {
             Some("place".to_string()),
         ]),
     )
-        .prop_map(|(delimiter, column)| ReadOptions { column, delimiter })
+        .prop_map(|(delimiter, column)| ReadOptions {
+            column,
+            delimiter,
+            encoding: None,
+        })
 }
 
 /// Number of lines as an editor counts them (CRLF, LF and lone CR each end
@@ -837,6 +841,7 @@ fn generated_files_report_every_row_on_its_editor_line() {
             let options = ReadOptions {
                 column: None,
                 delimiter: doc.explicit_delimiter.then_some(doc.delimiter),
+                encoding: None,
             };
             let read = match read_file(&rendered.bytes, &options, &defaults, chunk)? {
                 Ok(read) => read,

@@ -959,3 +959,49 @@ fn show_tells_what_the_ledger_knows_of_a_document() {
     assert_eq!(v[0]["rows"][0]["tracking_id"], tracked[0][1].as_str());
     assert_eq!(v[0]["rows"][0]["attempts"], 1);
 }
+
+#[test]
+fn a_windows_1252_file_is_read_with_encoding_and_sent_as_utf8() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    // French Excel's "CSV (semicolon)": Windows-1252, ; and CRLF.
+    work.write(
+        "fr.csv",
+        b"documentReference;place\r\nEN1;Z\xe9 Port\r\nEN2;C\xf4te \x80\r\n".as_slice(),
+    );
+    // Without --encoding the bytes are not UTF-8: refused, saying how.
+    let out = output(work.trackmass().args(["validate", "fr.csv"]));
+    assert_exit(&out, 3);
+    assert!(
+        stdout(&out).contains("--encoding windows-1252"),
+        "{}",
+        stdout(&out)
+    );
+    let out = output(
+        work.run_against(&sandbox, "fr.csv")
+            .args(["--encoding", "windows-1252"]),
+    );
+    assert_exit(&out, 0);
+    // Sent as UTF-8 (the body the ledger holds is what was sent).
+    let conn = rusqlite::Connection::open(work.path("trackmass.db")).unwrap();
+    let mut payloads: Vec<String> = conn
+        .prepare("SELECT payload FROM items ORDER BY line")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    payloads.sort();
+    assert_eq!(
+        payloads,
+        [
+            r#"{"documentReference":"EN1","place":"Zé Port"}"#,
+            r#"{"documentReference":"EN2","place":"Côte €"}"#
+        ]
+    );
+    let out = output(
+        work.trackmass()
+            .args(["validate", "fr.csv", "--encoding", "klingon"]),
+    );
+    assert_exit(&out, 2);
+}

@@ -324,6 +324,25 @@ pub struct ReadArgs {
     /// [default: detected from the header line]
     #[arg(long, value_parser = parse_delimiter, value_name = "CHAR")]
     pub delimiter: Option<u8>,
+
+    /// Character encoding of the file: utf-8, or windows-1252 (French
+    /// Excel's "CSV (separator: semicolon)"; also latin1, iso-8859-1), or
+    /// another WHATWG label [default: utf-8, with or without a BOM]
+    #[arg(long, value_parser = parse_encoding, value_name = "NAME")]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+}
+
+/// An encoding by its WHATWG label (`windows-1252`, `latin1`, `utf-8`, …).
+fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    match encoding_rs::Encoding::for_label(s.trim().as_bytes()) {
+        Some(e) if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE => Err(format!(
+            "{s}: UTF-16 is not read; save the file as UTF-8 (\"CSV UTF-8\" in Excel)"
+        )),
+        Some(e) => Ok(e),
+        None => Err(format!(
+            "{s}: not an encoding name (utf-8, windows-1252, latin1, iso-8859-15, ...)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

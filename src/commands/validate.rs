@@ -77,6 +77,7 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     let options = ReadOptions {
         column: args.read.column.clone(),
         delimiter: args.read.delimiter,
+        encoding: args.read.encoding,
     };
     let mut reader = InputReader::open(&args.input, &options)?;
     let columns = reader.columns().clone();
