@@ -322,6 +322,51 @@ pub struct Columns {
     pub width: usize,
 }
 
+impl Columns {
+    /// The columns read, by index, with the field each fills.
+    pub fn used(&self) -> Vec<(usize, &'static str)> {
+        let mut used = vec![(self.document_reference, "documentReference")];
+        for (index, field) in [
+            (self.way, "way"),
+            (self.place, "place"),
+            (self.agent_code, "agentCode"),
+            (self.url, "url"),
+        ] {
+            if let Some(i) = index {
+                used.push((i, field));
+            }
+        }
+        used.sort();
+        used
+    }
+
+    /// Which header columns are read (and as what) and which ignored, for
+    /// the start line and `validate`.
+    pub fn describe(&self, header: &[String]) -> String {
+        let used = self.used();
+        let name = |i: usize| header.get(i).map_or("", String::as_str);
+        let read: Vec<String> = used
+            .iter()
+            .map(|(i, field)| {
+                if name(*i) == *field {
+                    format!("{field} (column {})", i + 1)
+                } else {
+                    format!("{field} from {:?} (column {})", name(*i), i + 1)
+                }
+            })
+            .collect();
+        let ignored: Vec<String> = (0..header.len())
+            .filter(|i| !used.iter().any(|(u, _)| u == i))
+            .map(|i| format!("{:?}", name(i)))
+            .collect();
+        let mut text = format!("columns read: {}", read.join(", "));
+        if !ignored.is_empty() {
+            text.push_str(&format!("; ignored: {}", ignored.join(", ")));
+        }
+        text
+    }
+}
+
 /// Header names compared loosely: case, `_`, `-` and spaces do not matter.
 fn normalize_header(name: &str) -> String {
     name.trim()
@@ -675,6 +720,8 @@ pub struct InputReader {
     reader: csv::Reader<Box<dyn Read + Send>>,
     lines: std::sync::Arc<std::sync::Mutex<lines::Index>>,
     columns: Columns,
+    /// The header's names, as read (trimmed).
+    header: Vec<String>,
     delimiter: u8,
     header_line: u64,
     /// Line of the last record if one of its fields spans lines.
@@ -803,6 +850,7 @@ impl InputReader {
             reader,
             lines: line_index,
             columns,
+            header,
             delimiter,
             header_line,
             last_multiline: None,
@@ -811,6 +859,11 @@ impl InputReader {
 
     pub fn columns(&self) -> &Columns {
         &self.columns
+    }
+
+    /// Which columns are read and which ignored (see [`Columns::describe`]).
+    pub fn describe_columns(&self) -> String {
+        self.columns.describe(&self.header)
     }
 
     pub fn delimiter(&self) -> u8 {

@@ -856,6 +856,16 @@ fn the_input_can_come_from_standard_input_and_an_empty_one_is_said() {
         "{}",
         stdout(&out)
     );
+    // Which columns are read, and which ignored.
+    work.write("cols.csv", "note,Document Reference,Way\nx,C1,Import\n");
+    let out = output(work.trackmass().args(["validate", "cols.csv"]));
+    assert!(
+        stdout(&out).contains(
+            "columns read: documentReference from \"Document Reference\" (column 2), way from \"Way\" (column 3); ignored: \"note\""
+        ),
+        "{}",
+        stdout(&out)
+    );
     // A header and no row: exit 0, and a warning, not silence.
     work.write("empty.csv", "documentReference\n");
     let out = output(

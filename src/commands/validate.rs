@@ -24,6 +24,8 @@ const REJECTS_SHOWN: usize = 20;
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub input: String,
+    /// Which columns are read (and as what) and which ignored.
+    pub columns: String,
     /// Non-blank data rows.
     pub rows: u64,
     pub valid: u64,
@@ -83,6 +85,7 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     let columns = reader.columns().clone();
     let mut report = Report {
         input: args.input.display().to_string(),
+        columns: reader.describe_columns(),
         rate: args.rate.to_string(),
         ..Report::default()
     };
@@ -231,6 +234,7 @@ fn render(r: &Report, with_state: bool, rejects_file: Option<&std::path::Path>) 
         r.rejected,
         count(r.duplicates, "duplicate row", "duplicate rows")
     );
+    out.push_str(&format!("  {}\n", r.columns));
     if with_state {
         out.push_str(&format!(
             "  state file: {} already tracked, {} failed before (not sent again; see `trackmass retry`), \

@@ -31,6 +31,7 @@ pub fn load_input(
     config_json: &str,
 ) -> Result<(RunId, LoadCounts)> {
     let columns = reader.columns().clone();
+    tracing::info!("{}: {}", config.input.display(), reader.describe_columns());
     // Runs are recorded by the input's identity, as rows are.
     let source = canonical_source(&config.input);
     let mut loader = store.loader(&source, config_json, config.force)?;
