@@ -85,6 +85,28 @@ pub async fn run(
         Command::Export(args) => tokio::task::block_in_place(|| commands::export::execute(&args)),
         Command::Webhooks(command) => commands::webhooks::execute(command).await,
         Command::Sandbox(args) => commands::sandbox::execute(&args).await,
+        Command::Man { command } => {
+            let top = <Cli as clap::CommandFactory>::command();
+            let page = match &command {
+                None => top,
+                Some(name) => {
+                    let Some(sub) = top.find_subcommand(name).cloned() else {
+                        return Err(error::UsageError(format!(
+                            "{name}: not a trackmass command (run, validate, status, show, ...)"
+                        ))
+                        .into());
+                    };
+                    // Named as the top page refers to it: trackmass-run(1).
+                    let full = format!("trackmass-{}", sub.get_name());
+                    let bin = format!("trackmass {}", sub.get_name());
+                    sub.display_name(full).bin_name(bin).version(cli::VERSION)
+                }
+            };
+            let mut out = Vec::new();
+            clap_mangen::Man::new(page).render(&mut out)?;
+            commands::print_stdout(&String::from_utf8_lossy(&out));
+            Ok(Exit::Success)
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(

@@ -1015,3 +1015,35 @@ fn a_windows_1252_file_is_read_with_encoding_and_sent_as_utf8() {
     );
     assert_exit(&out, 2);
 }
+
+#[test]
+fn the_man_pages_are_roff_for_trackmass_and_each_command() {
+    let work = Workdir::new();
+    let out = output(work.trackmass().arg("man"));
+    assert_exit(&out, 0);
+    let page = stdout(&out);
+    assert!(page.contains(".TH trackmass 1"), "{page}");
+    let commands = [
+        "run", "validate", "status", "show", "resume", "retry", "export", "webhooks", "sandbox",
+    ];
+    for command in commands {
+        // The top page names each command's page...
+        assert!(
+            page.contains(&format!("trackmass\\-{command}(1)")),
+            "{command} missing:\n{page}"
+        );
+        // ...and that page exists, with its synopsis and its flags.
+        let out = output(work.trackmass().args(["man", command]));
+        assert_exit(&out, 0);
+        let sub = stdout(&out);
+        assert!(sub.contains(&format!(".TH trackmass-{command} 1")), "{sub}");
+        assert!(
+            sub.contains(&format!("\\fBtrackmass {command}\\fR")),
+            "{sub}"
+        );
+    }
+    assert!(
+        stdout(&output(work.trackmass().args(["man", "run"]))).contains("\\-\\-max\\-duration")
+    );
+    assert_exit(&output(work.trackmass().args(["man", "nope"])), 2);
+}

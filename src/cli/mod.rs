@@ -17,7 +17,7 @@ pub use webhooks::{EventsExportArgs, ServeArgs, UrlArgs, WebhooksCommand};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `--version`: the crate's version, the commit and the build date.
-const VERSION: &str = concat!(
+pub(crate) const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (",
     env!("TRACKMASS_BUILD"),
@@ -92,6 +92,15 @@ pub enum Command {
     /// Serve an emulator of the API on this machine, for rehearsals and tests.
     #[command(after_long_help = SANDBOX_EXAMPLES)]
     Sandbox(Box<SandboxArgs>),
+    /// Print the man page (roff), e.g. into
+    /// /usr/local/share/man/man1/trackmass.1; with a command, its own page
+    /// (trackmass-run.1, ...).
+    #[command(after_long_help = MAN_EXAMPLES)]
+    Man {
+        /// A command whose page to print (run, validate, show, ...).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
     /// Print a shell completion script.
     #[command(after_long_help = COMPLETIONS_EXAMPLES)]
     Completions {
@@ -178,6 +187,15 @@ Examples:
   trackmass export --state prod.db --out results.csv --failures failures.csv
   trackmass export --state prod.db --all --out everything.csv
   trackmass export --state prod.db --run 12 --out - | head";
+
+const MAN_EXAMPLES: &str = "\
+Examples:
+  Install every page:
+    for c in '' run validate status show resume retry export webhooks sandbox; do
+      trackmass man $c > /usr/local/share/man/man1/trackmass${c:+-$c}.1
+    done
+  Read one without installing it:
+    trackmass man run | man -l -";
 
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:
