@@ -54,6 +54,32 @@ pub enum Verdict {
     Fatal { http_status: u16, message: String },
 }
 
+impl Verdict {
+    /// The answer in a few words for a request log line: its HTTP status
+    /// (or why there was none) and what it means.
+    pub fn brief(&self) -> String {
+        match self {
+            Verdict::Created { units, .. } => format!("201 created, {} units", units.len()),
+            Verdict::BadResponse { http_status, .. } => format!("{http_status} unreadable"),
+            Verdict::RowError {
+                http_status, code, ..
+            } => format!("{http_status} {code}"),
+            Verdict::Unanswered { failure, .. } => format!("no answer ({failure:?})"),
+            Verdict::Retry {
+                http_status,
+                throttled,
+                ..
+            } => match (http_status, throttled) {
+                (Some(h), true) => format!("{h} throttled"),
+                (Some(h), false) => format!("{h} retry"),
+                (None, _) => "no answer".to_string(),
+            },
+            Verdict::Unauthorized { .. } => "401 unauthorized".to_string(),
+            Verdict::Fatal { http_status, .. } => format!("{http_status} fatal"),
+        }
+    }
+}
+
 /// How a request failed without an HTTP answer, classified once where the
 /// client's error is read, and acted on by its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1047,3 +1047,48 @@ fn the_man_pages_are_roff_for_trackmass_and_each_command() {
     );
     assert_exit(&output(work.trackmass().args(["man", "nope"])), 2);
 }
+
+#[test]
+fn vv_logs_one_line_per_request_and_v_the_decisions_only() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let refs = references("VV", 3);
+    work.write("in.csv", reference_csv(&refs));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["-vv", "--progress", "never"]),
+    );
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    let requests: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("POST /track-document"))
+        .collect();
+    assert_eq!(requests.len(), 3, "{err}");
+    for line in &requests {
+        assert!(
+            line.contains("TRACE") && line.contains("201 created"),
+            "{line}"
+        );
+        assert!(
+            line.contains("attempt=1") && line.contains(" ms="),
+            "{line}"
+        );
+    }
+    // No Rust Debug structures in the log.
+    assert!(
+        !err.contains("Created {") && !err.contains("Written {"),
+        "{err}"
+    );
+    work.write("in2.csv", reference_csv(&references("VW", 3)));
+    let out = output(
+        work.run_against(&sandbox, "in2.csv")
+            .args(["-v", "--progress", "never"]),
+    );
+    assert_exit(&out, 0);
+    assert!(
+        !stderr(&out).contains("POST /track-document"),
+        "{}",
+        stderr(&out)
+    );
+}

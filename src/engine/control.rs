@@ -355,7 +355,22 @@ impl Owner {
         self.report.throttled += 1;
         let now = Instant::now();
         let reaction = self.pace.throttled(sent_at, now, retry_after);
-        tracing::debug!("429: {reaction:?}; pace: {}", self.pace.state(now));
+        let what = match reaction {
+            Throttle::Paused { until } => format!(
+                "a congestion event: every request pauses {}",
+                humantime::format_duration(std::time::Duration::from_millis(
+                    until.saturating_duration_since(now).as_millis() as u64
+                ))
+            ),
+            Throttle::SameEvent => "part of the event already reacted to".to_string(),
+            Throttle::RowWaits(wait) => format!(
+                "not about the pace: only its row waits {}",
+                humantime::format_duration(std::time::Duration::from_millis(
+                    wait.as_millis() as u64
+                ))
+            ),
+        };
+        tracing::debug!("429: {what}; pace: {}", self.pace.state(now));
         self.show(now, now);
         if let Throttle::Paused { until } = reaction {
             let rate = self.pace.rate(until);

@@ -294,7 +294,14 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         let sent_at = Instant::now();
         let (verdict, stated) = ctx.api.track(&bearer, &body).await;
         posts += 1;
-        tracing::debug!(line = item.line, post = posts, ?verdict, "answer");
+        tracing::trace!(
+            line = item.line,
+            attempt = posts,
+            ms = sent_at.elapsed().as_millis() as u64,
+            "POST {}: {}",
+            crate::spec::TRACK_PATH,
+            verdict.brief()
+        );
         let answer = Answer::of(&verdict, stated, sent_at, posts == 1 && item.was_in_flight);
         let facts = ctx
             .observe(&verdict, answer, bearer.generation, item.line, &row)
@@ -314,7 +321,13 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             Step::Renew => ctx.api.auth().invalidate(bearer.generation),
             Step::Again => {}
             Step::Wait(delay) => {
-                tracing::debug!(line = item.line, ?delay, "retrying");
+                tracing::debug!(
+                    line = item.line,
+                    "retrying in {}",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        delay.as_millis() as u64
+                    ))
+                );
                 tokio::select! {
                     biased;
                     _ = ctx.stop.cancelled() => {

@@ -302,7 +302,11 @@ async fn work(
     let written = tokio::task::block_in_place(|| {
         report::write_reports(store, scope, &config.out, &config.failures)
     })?;
-    tracing::debug!(?written, "result files written");
+    tracing::debug!(
+        results = written.results_lines,
+        failures = written.failure_lines,
+        "result files written"
+    );
     let still_pending = after.get(Status::Pending);
     let outcome = RunOutcome::decide(
         report.fatal.is_some(),
