@@ -48,7 +48,21 @@ pub fn filter_for(verbosity: i8) -> String {
 }
 
 /// Installs the global subscriber. Called once, by `main`.
+/// Set once by [`init`]: the log is JSON lines.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the log is JSON lines (`--log-format json`): then what is
+/// printed as text elsewhere (the summary line) is logged as a JSON event
+/// too.
+pub fn is_json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn init(format: LogFormat, verbosity: i8, slot: BarSlot) {
+    JSON.store(
+        format == LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let filter = std::env::var(ENV_LOG)
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())

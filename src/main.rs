@@ -44,11 +44,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let json = cli.log_format == trackmass::cli::LogFormat::Json;
     match runtime.block_on(trackmass::run(cli, slot, secrets, exit_now)) {
         Ok(exit) => exit.into(),
         Err(e) => {
-            print_stderr(&format!("trackmass: error: {e:#}\n"));
-            ExitCode::from(trackmass::error::exit_code(&e))
+            let code = trackmass::error::exit_code(&e);
+            if json {
+                // One JSON object like every other line of the log.
+                tracing::error!(exit_code = code, "{e:#}");
+            } else {
+                print_stderr(&format!("trackmass: error: {e:#}\n"));
+            }
+            ExitCode::from(code)
         }
     }
 }

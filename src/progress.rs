@@ -321,7 +321,22 @@ async fn line_loop(watched: Watched, interval: Duration, stop: CancellationToken
         }
         let (tracked, failed) = watched.counts();
         speed.push(Instant::now(), tracked + failed);
-        tracing::info!("progress: {}", watched.describe(speed.per_second()));
+        let totals = &watched.totals;
+        let done = totals.done_before + tracked + failed;
+        let rate = speed.per_second();
+        let eta_seconds = rate
+            .and_then(|r| eta(totals.total.saturating_sub(done), Some(r)))
+            .map(|d| d.as_secs());
+        // The same figures as fields, for --log-format json.
+        tracing::info!(
+            done,
+            total = totals.total,
+            failed = totals.failed_before + failed,
+            rate = rate.map(|r| (r * 10.0).round() / 10.0),
+            eta_seconds,
+            "progress: {}",
+            watched.describe(rate)
+        );
     }
 }
 

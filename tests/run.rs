@@ -1092,3 +1092,65 @@ fn vv_logs_one_line_per_request_and_v_the_decisions_only() {
         stderr(&out)
     );
 }
+
+#[test]
+fn with_log_format_json_every_line_is_json_with_fields() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("JS", 8)));
+    let out = output(work.run_against(&sandbox, "in.csv").args([
+        "--log-format",
+        "json",
+        "--rate",
+        "10/s",
+        "--progress",
+        "auto",
+        "--progress-interval",
+        "200ms",
+    ]));
+    assert_exit(&out, 0);
+    let lines: Vec<serde_json::Value> = stderr(&out).lines().map(json).collect();
+    let progress: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("progress:"))
+        })
+        .collect();
+    assert!(!progress.is_empty(), "{}", stderr(&out));
+    for p in &progress {
+        assert_eq!(p["total"], 8, "{p}");
+        assert!(
+            p["done"].as_u64().is_some() && p["failed"].as_u64().is_some(),
+            "{p}"
+        );
+    }
+    let summary = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("summary:"))
+        })
+        .unwrap_or_else(|| panic!("no summary event: {}", stderr(&out)));
+    assert_eq!(summary["tracked"], 8);
+    assert_eq!(summary["exit_code"], 0);
+    assert_eq!(summary["outcome"], "completed");
+    // The final error too.
+    let out =
+        output(
+            work.trackmass()
+                .args(["--log-format", "json", "status", "--state", "none.db"]),
+        );
+    assert_exit(&out, 2);
+    let error = json(stderr(&out).trim());
+    assert_eq!(error["level"], "ERROR");
+    assert_eq!(error["exit_code"], 2);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such state file")
+    );
+}

@@ -212,6 +212,22 @@ pub async fn session(
     // A fatal cause was logged when it happened (once): the summary
     // files and the exit status carry it from here.
     write_summary_files(config, &summary, &summary.prometheus())?;
+    // With --log-format json, the summary is a log event too: its figures
+    // are fields of one JSON line.
+    if crate::logging::is_json() {
+        tracing::info!(
+            outcome = summary.outcome.as_str(),
+            exit_code = summary.exit_code,
+            tracked = summary.tracked,
+            failed = summary.failed,
+            rejected = summary.load.rejected,
+            pending = summary.pending,
+            requests = summary.requests,
+            sending_seconds = summary.sending_seconds,
+            "summary: {}",
+            summary.line()
+        );
+    }
     let line = format!("trackmass: {}\n", summary.line());
     if config.writes_stdout() {
         crate::commands::print_stderr(&line);
