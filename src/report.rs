@@ -222,6 +222,59 @@ pub fn write_reports(store: &Store, scope: Scope, out: &Path, failures: &Path) -
     Ok(written)
 }
 
+/// The same rows as JSON lines, for a downstream system: one object per
+/// tracked document (its units in an array) in `out`, one per failed or
+/// rejected row (the `failures.csv` columns; numbers as numbers) in
+/// `failures`. Values are as the API and the input gave them: JSON needs no
+/// spreadsheet guard.
+pub fn write_reports_ndjson(
+    store: &Store,
+    scope: Scope,
+    out: &Path,
+    failures: &Path,
+) -> Result<Written> {
+    let mut written = Written::default();
+    crate::output::write(out, 0o600, |w| {
+        store.for_each_tracked(scope, |row| {
+            let units: Vec<serde_json::Value> = row
+                .units
+                .iter()
+                .map(|u| serde_json::json!({"spi": u.spi, "reference": u.reference}))
+                .collect();
+            let line = serde_json::json!({
+                "documentReference": row.document_reference,
+                "agentCode": row.agent_code,
+                "trackingId": row.tracking_id,
+                "units": units,
+            });
+            writeln!(w, "{line}")?;
+            written.results_lines += 1;
+            Ok(())
+        })
+    })?;
+    crate::output::write(failures, 0o600, |w| {
+        store.for_each_failure(scope, |row| {
+            let cells = failure_line(&row);
+            let mut object = serde_json::Map::new();
+            for (key, value) in FAILURES_HEADER.iter().zip(cells) {
+                let number = matches!(*key, "line" | "httpStatus" | "attempts")
+                    .then(|| value.parse::<u64>().ok())
+                    .flatten();
+                let v = match number {
+                    Some(n) => serde_json::Value::from(n),
+                    None if value.is_empty() && *key == "httpStatus" => serde_json::Value::Null,
+                    None => serde_json::Value::from(value),
+                };
+                object.insert((*key).to_string(), v);
+            }
+            writeln!(w, "{}", serde_json::Value::Object(object))?;
+            written.failure_lines += 1;
+            Ok(())
+        })
+    })?;
+    Ok(written)
+}
+
 /// A CSV being written to one of the [`crate::output`] targets.
 pub(crate) type CsvOut<'a> = csv::Writer<&'a mut dyn Write>;
 

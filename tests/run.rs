@@ -1154,3 +1154,45 @@ fn with_log_format_json_every_line_is_json_with_fields() {
             .contains("no such state file")
     );
 }
+
+#[test]
+fn export_writes_json_lines_for_a_downstream_system() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write(
+        "in.csv",
+        "documentReference,way\nND1,Import\nND2,Sideways\n",
+    );
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 3);
+    let out = output(work.trackmass().args([
+        "export",
+        "--format",
+        "ndjson",
+        "--out",
+        "results.ndjson",
+        "--failures",
+        "failures.ndjson",
+    ]));
+    assert_exit(&out, 0);
+    let tracked: Vec<serde_json::Value> = work.read("results.ndjson").lines().map(json).collect();
+    assert_eq!(tracked.len(), 1);
+    let csv = result_lines(&work.path("results.csv"));
+    assert_eq!(tracked[0]["documentReference"], "ND1");
+    assert_eq!(tracked[0]["trackingId"], csv[0][1].as_str());
+    let units = tracked[0]["units"].as_array().unwrap();
+    let with_units: Vec<_> = csv.iter().filter(|l| !l[2].is_empty()).collect();
+    assert_eq!(units.len(), with_units.len());
+    for (u, l) in units.iter().zip(with_units) {
+        assert_eq!(
+            (u["spi"].as_str().unwrap(), u["reference"].as_str().unwrap()),
+            (l[2].as_str(), l[3].as_str())
+        );
+    }
+    let failed: Vec<serde_json::Value> = work.read("failures.ndjson").lines().map(json).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["documentReference"], "ND2");
+    assert_eq!(failed[0]["status"], "rejected");
+    assert_eq!(failed[0]["line"], 3);
+    assert_eq!(failed[0]["attempts"], 0);
+    assert!(failed[0]["httpStatus"].is_null());
+}

@@ -610,6 +610,19 @@ pub struct ExportArgs {
     /// what the ledger still owes) [default: the last run]
     #[arg(long = "run", value_name = "N")]
     pub batch: Option<i64>,
+
+    /// csv, or ndjson: one JSON object per line (a tracked document with its
+    /// units; a failure with the failures.csv columns), for a downstream
+    /// system.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv, value_name = "FORMAT")]
+    pub format: ExportFormat,
+}
+
+/// How `export` writes the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
 }
 
 #[derive(Debug, Args)]

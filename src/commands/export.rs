@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::cli::ExportArgs;
+use crate::cli::{ExportArgs, ExportFormat};
 use crate::error::{Exit, UsageError};
 use crate::report;
 use crate::store::{Scope, Store};
@@ -46,7 +46,12 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
             }
         }
     };
-    let written = report::write_reports(&store, scope, &args.out, &args.failures)?;
+    let written = match args.format {
+        ExportFormat::Csv => report::write_reports(&store, scope, &args.out, &args.failures)?,
+        ExportFormat::Ndjson => {
+            report::write_reports_ndjson(&store, scope, &args.out, &args.failures)?
+        }
+    };
     let print = if crate::output::is_stdout(&args.out) || crate::output::is_stdout(&args.failures) {
         super::print_stderr
     } else {
