@@ -54,6 +54,8 @@ pub struct RunConfig {
     /// `--encoding`, by its WHATWG name.
     #[serde(default)]
     pub encoding: Option<String>,
+    #[serde(default)]
+    pub sheet: Option<String>,
     pub defaults: Defaults,
     pub force: bool,
     #[serde(default)]
@@ -126,6 +128,7 @@ impl RunConfig {
             column: args.read.column.clone(),
             delimiter: args.read.delimiter.map(char::from),
             encoding: args.read.encoding.map(|e| e.name().to_string()),
+            sheet: args.read.sheet.clone(),
             defaults,
             force: args.force,
             durability: args.files.durability,
@@ -190,6 +193,7 @@ impl RunConfig {
                 .encoding
                 .as_deref()
                 .and_then(|name| encoding_rs::Encoding::for_label(name.as_bytes())),
+            sheet: self.sheet.clone(),
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct ReadOptions {
     /// The file's encoding when not UTF-8 (`--encoding`): transcoded to
     /// UTF-8 as it is read.
     pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// The sheet of a spreadsheet input (`--sheet`); the first if `None`.
+    pub sheet: Option<String>,
 }
 
 /// A row that passed validation: the exact request body to send.
@@ -747,8 +749,14 @@ impl InputReader {
             line,
             message,
         };
+        let spreadsheet = !is_stdin(path) && crate::sheet::is_spreadsheet(path);
         let source: Box<dyn Read + Send> = if is_stdin(path) {
             Box::new(io::stdin())
+        } else if spreadsheet {
+            Box::new(io::Cursor::new(crate::sheet::to_csv(
+                path,
+                options.sheet.as_deref(),
+            )?))
         } else {
             let meta = std::fs::metadata(path)
                 .with_context(|| format!("{}: cannot read the input file", path.display()))?;
@@ -798,6 +806,7 @@ impl InputReader {
         }
         let start = if head.starts_with(UTF8_BOM) { 3 } else { 0 };
         let delimiter = match options.delimiter {
+            _ if spreadsheet => b',',
             Some(d) => d,
             None => detect_delimiter(&head[start..]),
         };

@@ -32,6 +32,7 @@ pub mod report;
 pub mod retry;
 pub mod sandbox;
 pub mod secret;
+pub mod sheet;
 pub mod spec;
 pub mod store;
 pub mod summary;

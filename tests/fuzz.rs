@@ -213,6 +213,7 @@ fn read_options() -> impl Strategy<Value = ReadOptions> {
             column,
             delimiter,
             encoding: None,
+            sheet: None,
         })
 }
 
@@ -842,6 +843,7 @@ fn generated_files_report_every_row_on_its_editor_line() {
                 column: None,
                 delimiter: doc.explicit_delimiter.then_some(doc.delimiter),
                 encoding: None,
+                sheet: None,
             };
             let read = match read_file(&rendered.bytes, &options, &defaults, chunk)? {
                 Ok(read) => read,

@@ -1196,3 +1196,54 @@ fn export_writes_json_lines_for_a_downstream_system() {
     assert_eq!(failed[0]["attempts"], 0);
     assert!(failed[0]["httpStatus"].is_null());
 }
+
+#[test]
+fn a_spreadsheet_is_read_directly_with_its_row_numbers() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    let book =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sheets/documents.xlsx");
+    std::fs::copy(&book, work.path("documents.xlsx")).unwrap();
+    let out = output(&mut work.run_against(&sandbox, "documents.xlsx"));
+    assert_exit(&out, 3);
+    let tracked: std::collections::BTreeSet<String> = result_lines(&work.path("results.csv"))
+        .into_iter()
+        .map(|l| l[0].clone())
+        .collect();
+    // A text cell, a number cell (shown without .0), and a row after a
+    // blank one.
+    let want: std::collections::BTreeSet<String> =
+        ["3714238101", "3714238102", "XL7"].map(String::from).into();
+    assert_eq!(tracked, want);
+    // Rejects name the spreadsheet's own row numbers.
+    let failures = read_csv(&work.path("failures.csv"));
+    let lines: Vec<(&str, &str)> = failures
+        .iter()
+        .map(|f| (f["line"].as_str(), f["message"].as_str()))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].0, "5");
+    assert!(lines[0].1.contains("scientific notation"), "{lines:?}");
+    assert_eq!(lines[1].0, "6");
+    assert!(
+        lines[1].1.contains("place: contains the control character"),
+        "{lines:?}"
+    );
+    // Another sheet, by name; an unknown one is named with those there are.
+    let out = output(
+        work.trackmass()
+            .args(["validate", "documents.xlsx", "--sheet", "Notes"]),
+    );
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("1 row: 1 valid"), "{}", stdout(&out));
+    let out = output(
+        work.trackmass()
+            .args(["validate", "documents.xlsx", "--sheet", "Nope"]),
+    );
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains(r#"no sheet named "Nope" (it has "Documents", "Notes")"#),
+        "{}",
+        stderr(&out)
+    );
+}

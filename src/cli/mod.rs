@@ -348,6 +348,11 @@ pub struct ReadArgs {
     /// another WHATWG label [default: utf-8, with or without a BOM]
     #[arg(long, value_parser = parse_encoding, value_name = "NAME")]
     pub encoding: Option<&'static encoding_rs::Encoding>,
+
+    /// The sheet of a spreadsheet input (.xlsx, .xlsm, .xls, .ods, read
+    /// directly; line numbers are its row numbers) [default: the first]
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
 }
 
 /// An encoding by its WHATWG label (`windows-1252`, `latin1`, `utf-8`, …).

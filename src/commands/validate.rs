@@ -80,6 +80,7 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
         column: args.read.column.clone(),
         delimiter: args.read.delimiter,
         encoding: args.read.encoding,
+        sheet: args.read.sheet.clone(),
     };
     let mut reader = InputReader::open(&args.input, &options)?;
     let columns = reader.columns().clone();
