@@ -31,10 +31,12 @@
 //! - A 429 while climbing back or holding under the learnt limit (not
 //!   probing above it) says the limit was read high: what got through
 //!   reads a token bucket high, as it refilled during the pause and let a
-//!   burst through after. Such misses in a row lower the limit faster and
-//!   faster (to the pace refused, then 0.98 of it, then 0.98³: TCP's
+//!   burst through after. Such misses in a row lower the limit faster
+//!   (to the pace refused, then 0.98 of it, then 0.98³ each time: TCP's
 //!   backoff on repeated losses), so a bucket's rate is found in three
-//!   or four events rather than one event per 2%.
+//!   or four events rather than one event per 2%; never below what got
+//!   through since the last decrease, pause included (a bucket's rate),
+//!   so a streak does not overshoot.
 //! - If 429s do not become rarer when the pace falls, they are not about
 //!   the pace (client-side adaptive throttling's rule): a judgement that
 //!   finds a few cuts the rate once more and judges again; none then says
@@ -517,13 +519,24 @@ impl Pace {
         } else {
             through
         };
-        // Misses in a row shrink it faster and faster (1, 0.98, 0.94,
-        // 0.87...): what got through reads a token bucket high (refilled
-        // during the pause, it let a burst through), and one miss in a
-        // row is all a fair estimate gets.
+        // Misses in a row shrink it faster (1, 0.98, then 0.94 each): what
+        // got through reads a token bucket high (refilled during the
+        // pause, it let a burst through), and one miss in a row is all a
+        // fair estimate gets. Never below what got through since the last
+        // decrease, pause included: a bucket empty at that 429 lets no
+        // more than its rate through over that stretch, so that average
+        // is its rate, and the shrink does not overshoot below it.
         self.misses = if below_limit { self.misses + 1 } else { 0 };
-        let shrink = HOLD.powi((1 << self.misses.clamp(1, 8).saturating_sub(1)) - 1);
-        let hit_at = hit_at * shrink;
+        let shrink = HOLD.powi((1 << self.misses.clamp(1, 3).saturating_sub(1)) - 1);
+        let floor = if below_limit && !long_period {
+            self.cut_at
+                .map(|cut| now.saturating_duration_since(cut))
+                .and_then(|since| self.accepted.rate(now, since, true))
+                .map_or(0.0, |r| r.min(current))
+        } else {
+            0.0
+        };
+        let hit_at = (hit_at * shrink).max(floor.min(hit_at));
         self.limit = Some(hit_at.max(self.ceiling * MIN_FACTOR));
         let cut = (BETA * hit_at).clamp(self.ceiling * MIN_FACTOR, current);
         let until = now.checked_add(wait).unwrap_or(now);
