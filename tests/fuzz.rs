@@ -28,6 +28,8 @@ use trackmass::retry::{
     self, MAX_RETRY_AFTER, RAW_EXCERPT_CHARS, Verdict, backoff, classify, parse_retry_after,
 };
 use trackmass::spec;
+
+use crate::common::guarded;
 use trackmass::store::Unit;
 
 /// The kept corpus of failing cases (proptest seeds), relative to the
@@ -300,20 +302,6 @@ fn as_read(text: &str) -> &str {
         Some(rest) if guarded(rest) => rest,
         _ => text,
     }
-}
-
-/// Whether a result file writes `cell` behind a `'`: it starts with a
-/// formula character (`= + - @`, tab, CR), a full-width or small lookalike
-/// of `= + - @`, whitespace, an invisible character or `'`, or it holds a
-/// control character.
-fn guarded(cell: &str) -> bool {
-    let Some(c) = cell.chars().next() else {
-        return false;
-    };
-    "=+-@\t\r'\u{FF1D}\u{FF0B}\u{FF0D}\u{FF20}\u{FE66}\u{FE62}\u{FE63}\u{FE6B}".contains(c)
-        || c.is_whitespace()
-        || matches!(c, '\u{AD}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
-        || cell.chars().any(char::is_control)
 }
 
 /// A cell as the validator sees it: `None` if the column is absent,

@@ -99,6 +99,28 @@ fn store_counts(work: &Workdir) -> (i64, i64, i64) {
     .unwrap()
 }
 
+/// Units in `results.csv` (a document may have none: a line with an
+/// empty spi).
+fn tracked_units(work: &Workdir) -> u64 {
+    result_lines(&work.path("results.csv"))
+        .iter()
+        .filter(|l| !l[2].is_empty())
+        .count() as u64
+}
+
+/// Waits until the sandbox has delivered or given up `events` events.
+fn wait_settled(sandbox: &TestSandbox, events: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    wait_for(Duration::from_secs(61), "every delivery settled", || {
+        let w = &sandbox.stats()["webhooks"];
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not settled: {w}, {events} events expected"
+        );
+        w["delivered"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0) >= events
+    });
+}
+
 fn stop(mut child: Child) -> (i32, String) {
     use std::io::Read;
     signal(&child, libc::SIGTERM);
@@ -322,21 +344,9 @@ fn a_run_registers_the_receiver_and_every_event_delivered_is_stored_once() {
             .args(["--webhooks", "--rate", "200/s"]),
     );
     assert_exit(&out, 0);
-    // A document may have no unit (a results line with an empty spi).
-    let units = result_lines(&work.path("results.csv"))
-        .iter()
-        .filter(|l| !l[2].is_empty())
-        .count() as u64;
+    let units = tracked_units(&work);
     assert!(units >= 40);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    wait_for(Duration::from_secs(61), "every event delivered", || {
-        let w = &sandbox.stats()["webhooks"];
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not delivered: {w}, {units} units"
-        );
-        w["delivered"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0) >= 3 * units
-    });
+    wait_settled(&sandbox, 3 * units);
     let w = sandbox.stats()["webhooks"].clone();
     // An event for a unit no document of the ledger has: kept.
     let stranger = body("ZZ9", &[("Creation", "2026-12-01T10:00:00+00:00")]);
@@ -482,14 +492,8 @@ fn a_receiver_killed_during_deliveries_gets_the_rest_from_the_senders_retries() 
     );
     let receiver = back.unwrap();
     assert!(run.wait().unwrap().success());
-    let units = result_lines(&work.path("results.csv"))
-        .iter()
-        .filter(|l| !l[2].is_empty())
-        .count() as u64;
-    wait_for(Duration::from_secs(60), "every delivery settled", || {
-        let w = &sandbox.stats()["webhooks"];
-        w["delivered"].as_u64().unwrap_or(0) + w["failed"].as_u64().unwrap_or(0) >= 3 * units
-    });
+    let units = tracked_units(&work);
+    wait_settled(&sandbox, 3 * units);
     let w = sandbox.stats()["webhooks"].clone();
     let (code, err) = stop(receiver);
     assert_eq!(code, 0, "{err}");

@@ -164,13 +164,7 @@ impl Store {
                 row.get::<_, Option<String>>(i)
                     .map_err(|e| sqlite_error(&self.path, e))
             };
-            let units = opt(4)?.unwrap_or_default();
-            let units: Vec<Unit> = if units.is_empty() {
-                Vec::new()
-            } else {
-                serde_json::from_str(&units)
-                    .map_err(|e| not_a_state_file(&self.path, format!("bad units column: {e}")))?
-            };
+            let units = self.units(&opt(4)?.unwrap_or_default())?;
             let int = |i: usize| -> Result<Option<i64>> {
                 row.get::<_, Option<i64>>(i)
                     .map_err(|e| sqlite_error(&self.path, e))
@@ -342,6 +336,15 @@ impl Store {
         Ok(())
     }
 
+    /// The `units` column's JSON ('' for none).
+    fn units(&self, text: &str) -> Result<Vec<Unit>> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(text)
+            .map_err(|e| not_a_state_file(&self.path, format!("bad units column: {e}")))
+    }
+
     /// Column `i` of `row`, as text ('' for NULL).
     fn text(&self, row: &rusqlite::Row<'_>, i: usize) -> Result<String> {
         Ok(row
@@ -362,14 +365,7 @@ impl Store {
              ORDER BY seen_run, line, id",
             scope,
             |row| {
-                let units = self.text(row, 3)?;
-                let units: Vec<Unit> = if units.is_empty() {
-                    Vec::new()
-                } else {
-                    serde_json::from_str(&units).map_err(|e| {
-                        not_a_state_file(&self.path, format!("bad units column: {e}"))
-                    })?
-                };
+                let units = self.units(&self.text(row, 3)?)?;
                 f(TrackedRow {
                     document_reference: self.text(row, 0)?,
                     agent_code: self.text(row, 1)?,

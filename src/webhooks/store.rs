@@ -419,18 +419,7 @@ impl EventStore {
                 document_reference: text(0)?,
                 agent_code: text(1)?,
                 tracking_id: text(2)?,
-                event: Event {
-                    spi: text(3)?,
-                    reference: text(4)?,
-                    external_reference: text(5)?,
-                    freight_family: text(6)?,
-                    alert_date: text(7)?,
-                    alert_type: text(8)?,
-                    direction: text(9)?,
-                    location: text(10)?,
-                    state: text(11)?,
-                    kind: text(12)?,
-                },
+                event: event_at(row, 3, path)?,
                 received_at: text(13)?,
                 deliveries: row.get::<_, i64>(14).map_err(|e| sqlite(path, e))? as u64,
             };
@@ -459,21 +448,7 @@ impl EventStore {
         let Some(row) = rows.next().map_err(|e| sqlite(&self.path, e))? else {
             return Ok(None);
         };
-        let text = |i: usize| -> Result<String> {
-            row.get::<_, String>(i).map_err(|e| sqlite(&self.path, e))
-        };
-        let event = Event {
-            spi: text(0)?,
-            reference: text(1)?,
-            external_reference: text(2)?,
-            freight_family: text(3)?,
-            alert_date: text(4)?,
-            alert_type: text(5)?,
-            direction: text(6)?,
-            location: text(7)?,
-            state: text(8)?,
-            kind: text(9)?,
-        };
+        let event = event_at(row, 0, &self.path)?;
         let n: i64 = row.get(10).map_err(|e| sqlite(&self.path, e))?;
         Ok(Some((event, n as u64)))
     }
@@ -498,6 +473,27 @@ impl EventStore {
             .map_err(|e| sqlite(&self.path, e))?;
         rows.map(|r| r.map_err(|e| sqlite(&self.path, e))).collect()
     }
+}
+
+/// The ten event columns of a query, from `first` on, in the table's order
+/// (spi, reference, external_reference, freight_family, alert_date,
+/// alert_type, direction, location, state, type).
+fn event_at(row: &rusqlite::Row<'_>, first: usize, path: &Path) -> Result<Event> {
+    let text = |i: usize| -> Result<String> {
+        row.get::<_, String>(first + i).map_err(|e| sqlite(path, e))
+    };
+    Ok(Event {
+        spi: text(0)?,
+        reference: text(1)?,
+        external_reference: text(2)?,
+        freight_family: text(3)?,
+        alert_date: text(4)?,
+        alert_type: text(5)?,
+        direction: text(6)?,
+        location: text(7)?,
+        state: text(8)?,
+        kind: text(9)?,
+    })
 }
 
 fn not_a_store(path: &Path) -> anyhow::Error {
