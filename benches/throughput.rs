@@ -648,6 +648,8 @@ fn night(k: usize) {
 /// One gateway of the quota table.
 struct Gateway {
     name: &'static str,
+    /// Names its timeline files.
+    slug: &'static str,
     limit: RateLimit,
     kind: sandbox::LimitKind,
     /// What it lets through per second at most.
@@ -725,6 +727,7 @@ fn quota_table(k: usize, out_dir: &Path) {
     let gateways = [
         Gateway {
             name: "sliding window, 40 per second",
+            slug: "window-40s",
             limit: RateLimit {
                 calls: 40,
                 period: second,
@@ -737,6 +740,7 @@ fn quota_table(k: usize, out_dir: &Path) {
         },
         Gateway {
             name: "sliding window, 1200 per minute",
+            slug: "window-1200min",
             limit: RateLimit {
                 calls: 1200,
                 period: Duration::from_secs(60),
@@ -748,6 +752,7 @@ fn quota_table(k: usize, out_dir: &Path) {
         },
         Gateway {
             name: "token bucket, 40 per second",
+            slug: "bucket-40s",
             limit: RateLimit {
                 calls: 40,
                 period: second,
@@ -762,6 +767,7 @@ fn quota_table(k: usize, out_dir: &Path) {
         // jitter allowance lets through) from the first answer on.
         Gateway {
             name: "sliding window, 40 per second, stated in RateLimit-Policy",
+            slug: "window-40s-stated",
             limit: RateLimit {
                 calls: 40,
                 period: second,
@@ -793,18 +799,23 @@ fn quota_table(k: usize, out_dir: &Path) {
                 "{multiple}×: {of_configured:.3} of the limit{through}, {} × 429 ({:.1}/min after the first minute), peak second {:.2} of --rate",
                 run.total_429, run.late_429_per_minute, run.peak_over_rate
             ));
+            // Every cell's timeline, to plot any of them afterwards.
+            let mut csv = String::from("second,let_through,refused,limit\n");
+            for (s, through, refused) in &run.timeline {
+                csv.push_str(&format!(
+                    "{s},{through},{refused},{:.1}\n",
+                    gateway.capacity
+                ));
+            }
+            let _ = std::fs::write(
+                out_dir.join(format!("pace-{}-{multiple}x.csv", gateway.slug)),
+                &csv,
+            );
             if gateway.kind == sandbox::LimitKind::Window
                 && !gateway.headers
                 && gateway.limit.period == second
                 && multiple == 3.0
             {
-                let mut csv = String::from("second,let_through,refused,limit\n");
-                for (s, through, refused) in &run.timeline {
-                    csv.push_str(&format!(
-                        "{s},{through},{refused},{:.1}\n",
-                        gateway.capacity
-                    ));
-                }
                 let _ = std::fs::write(out_dir.join("pace.csv"), csv);
             }
         }
