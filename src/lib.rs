@@ -25,6 +25,7 @@ pub mod logging;
 pub mod os;
 pub mod output;
 pub mod pace;
+pub mod page;
 pub mod paths;
 pub mod progress;
 pub mod ratelimit;
@@ -36,6 +37,7 @@ pub mod sheet;
 pub mod spec;
 pub mod store;
 pub mod summary;
+pub mod timeline;
 pub mod webhooks;
 pub mod words;
 
@@ -83,6 +85,7 @@ pub async fn run(
         }
         Command::Status(args) => commands::status::execute(&args),
         Command::Show(args) => commands::show::execute(&args),
+        Command::Report(args) => tokio::task::block_in_place(|| commands::report::execute(&args)),
         Command::Export(args) => tokio::task::block_in_place(|| commands::export::execute(&args)),
         Command::Webhooks(command) => commands::webhooks::execute(command).await,
         Command::Sandbox(args) => commands::sandbox::execute(&args).await,

@@ -13,6 +13,7 @@ mod ledger;
 mod operate;
 mod pace;
 mod prism;
+mod report;
 mod run;
 mod samples;
 mod sandbox;

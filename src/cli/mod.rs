@@ -82,6 +82,10 @@ pub enum Command {
     /// holds it).
     #[command(after_long_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// Write one self-contained HTML page of a run: its pace over time
+    /// against --rate, its 429s and failures over time, failures by code.
+    #[command(after_long_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
     /// What the ledger knows of documents: status, tracking ID, units
     /// (and their latest event), attempts, last error, when.
     #[command(after_long_help = SHOW_EXAMPLES)]
@@ -128,6 +132,35 @@ Examples:
     trackmass show 3714238101 LEH2024330356 --state prod.db --json | jq '.[0].status'
 
 Exit status: 0 every reference is in the ledger, 3 some are not, 2 usage error.";
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  The last run that sent requests, to open in a browser:
+    trackmass report --state prod.db --out last-night.html
+  An earlier invocation (its number as `trackmass status` lists it):
+    trackmass report --state prod.db --run 12 --out run-12.html
+
+The page holds everything (inline SVG and CSS, no script): it can be mailed
+or archived as it is. Times are UTC.
+
+Exit status: 0 written, 2 usage error (no such run, no state file), 1 the
+page cannot be written.";
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// State file to read (never written; may be in use by a run).
+    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    pub state: PathBuf,
+
+    /// The invocation to show (run, resume or retry), as `status` numbers
+    /// them [default: the last one that sent requests]
+    #[arg(long, value_name = "N")]
+    pub run: Option<i64>,
+
+    /// The HTML file to write (- for stdout).
+    #[arg(long, default_value = "report.html", value_name = "PATH")]
+    pub out: PathBuf,
+}
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {

@@ -2,6 +2,7 @@
 //! the command ended.
 
 pub mod export;
+pub mod report;
 pub mod resume;
 pub mod run;
 pub mod sandbox;

@@ -11,7 +11,7 @@
 //! (ran out, fatal) are its last.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ use crate::pace::{MIN_FACTOR, Pace, Throttle};
 use crate::progress::PaceView;
 use crate::retry::{Breaker, FailureKind, TransportFailure, Verdict};
 use crate::store::{Outcome, Writer};
+use crate::timeline::{AnswerKind, Seconds};
 
 /// Answers before the latency is judged against `--rate`.
 const LATENCY_SAMPLE: u64 = 50;
@@ -48,6 +49,8 @@ pub struct Answer {
     pub failure: Option<(FailureKind, String)>,
     /// The limit the gateway states in its headers, requests per second.
     pub stated_limit: Option<f64>,
+    /// What it was, for the run's timeline.
+    pub kind: AnswerKind,
 }
 
 impl Answer {
@@ -83,6 +86,14 @@ impl Answer {
             ),
             failure: crate::attempt::failure_kind(verdict).map(|kind| (kind, reason)),
             stated_limit,
+            kind: match verdict {
+                Verdict::Created { .. } => AnswerKind::Created,
+                Verdict::RowError { .. } | Verdict::BadResponse { .. } => AnswerKind::Refused,
+                Verdict::Retry {
+                    throttled: true, ..
+                } => AnswerKind::Throttled,
+                _ => AnswerKind::Failed,
+            },
         }
     }
 }
@@ -152,6 +163,8 @@ impl Control {
             told_concurrency: false,
             last_failure: String::new(),
             first_sent: None,
+            seconds: Seconds::default(),
+            clock: (now, SystemTime::now()),
         };
         (Control { tx, published }, tokio::spawn(owner.run(rx)))
     }
@@ -216,6 +229,10 @@ struct Owner {
     /// The last transient failure's reason, for an outage's message.
     last_failure: String,
     first_sent: Option<Instant>,
+    /// The run's timeline, and the clock it is kept in: the instant the
+    /// run started and the wall-clock time then.
+    seconds: Seconds,
+    clock: (Instant, SystemTime),
 }
 
 impl Owner {
@@ -244,6 +261,9 @@ impl Owner {
             self.publish();
         }
         self.check_outage();
+        if let Some(last) = self.seconds.finish() {
+            let _ = self.writer.second(last);
+        }
         self.report.lowest_pace = self.pace.lowest_factor();
         self.report.sending = self.first_sent.map_or(Duration::ZERO, |t| t.elapsed());
         self.report
@@ -315,6 +335,14 @@ impl Owner {
         if answer.worked {
             self.breaker.success();
         }
+        let now = Instant::now();
+        let done = self.seconds.count(
+            self.wall_second(now),
+            answer.kind,
+            self.pace.rate(now),
+            self.ceiling,
+        );
+        self.keep(done);
         // A 429 is the pace's to answer, not a sign that the API is down:
         // it counts towards the breaker only once the pace can slow down
         // no further.
@@ -373,6 +401,11 @@ impl Owner {
         tracing::debug!("429: {what}; pace: {}", self.pace.state(now));
         self.show(now, now);
         if let Throttle::Paused { until } = reaction {
+            let pause = until.saturating_duration_since(now).as_millis() as u64;
+            let done = self
+                .seconds
+                .paused(self.wall_second(now), pause, self.ceiling);
+            self.keep(done);
             let rate = self.pace.rate(until);
             tracing::warn!(
                 "429 from the API: every request pauses {}, then goes at {rate:.1}/s ({:.0}% of --rate; \
@@ -435,6 +468,24 @@ impl Owner {
             outage_cause(failure),
             self.last_failure
         ));
+    }
+
+    /// The Unix second `now` falls in, on the run's own clock (monotonic:
+    /// the wall clock read once at the start).
+    fn wall_second(&self, now: Instant) -> i64 {
+        let (start, wall) = self.clock;
+        let at = wall + now.saturating_duration_since(start);
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    /// Hands a finished second of the timeline to the writer.
+    fn keep(&mut self, second: Option<crate::timeline::Second>) {
+        if let Some(second) = second
+            && self.writer.second(second).is_err()
+        {
+            self.fatal("the state file writer stopped; see the error above".into());
+        }
     }
 
     fn record(&mut self, id: i64, outcome: Outcome) {

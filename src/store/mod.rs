@@ -21,6 +21,7 @@ mod history;
 mod load;
 mod queries;
 pub mod schema;
+mod seconds;
 mod writer;
 
 pub use crate::ledger::{LoadClass, LoadCounts, RunId, Status};
@@ -201,6 +202,7 @@ impl Store {
             tracing::info!("{}: {migrated}", path.display());
         }
         configure(&conn, Durability::Full).map_err(|e| sqlite_error(path, e))?;
+        schema::ensure_added(&conn).map_err(|e| sqlite_error(path, e))?;
         let id = FileId::of(&real).ok().flatten();
         Ok(Store {
             conn,

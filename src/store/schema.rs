@@ -83,6 +83,30 @@ CREATE INDEX items_rejected_document ON items(document_reference, agent_code)
     WHERE status = 'rejected';
 ";
 
+/// What each second of a run's sending did (see [`crate::timeline`]), for
+/// `trackmass report`. Added without a version bump: it only ever adds to
+/// what a file holds, older builds ignore it, and [`ensure_added`] creates
+/// it in a file opened for writing that lacks it.
+const SECONDS: &str = "
+CREATE TABLE IF NOT EXISTS seconds (
+    run        INTEGER NOT NULL,
+    at         INTEGER NOT NULL,
+    created    INTEGER NOT NULL,
+    refused    INTEGER NOT NULL,
+    throttled  INTEGER NOT NULL,
+    failed     INTEGER NOT NULL,
+    pace       REAL NOT NULL,
+    rate       REAL NOT NULL,
+    paused_ms  INTEGER NOT NULL,
+    PRIMARY KEY (run, at)
+) WITHOUT ROWID;
+";
+
+/// Creates the tables added without a version bump ([`SECONDS`]).
+pub(super) fn ensure_added(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SECONDS)
+}
+
 /// Rows a migration merged into the row that now stands for their
 /// document: kept, never deleted.
 const SUPERSEDED: &str = "
@@ -107,7 +131,7 @@ pub(super) fn create(path: &Path) -> Result<()> {
     {
         let conn = Connection::open(&temp)?;
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA} {SUPERSEDED} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {SCHEMA} {SUPERSEDED} {SECONDS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
         conn.close().map_err(|(_, e)| e)?;
     }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Durability, RunId, Store, Unit, configure, now_rfc3339, sqlite_error};
 use crate::ledger::Status;
+use crate::timeline::Second;
 
 /// The final word on one request, as the writer records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,8 @@ enum Op {
     Flush {
         ack: oneshot::Sender<()>,
     },
+    /// One second of the run's timeline.
+    Second(Second),
 }
 
 /// Counters of committed outcomes, read by the progress display.
@@ -124,6 +127,11 @@ impl Writer {
             .map_err(|_| WriterGone)
     }
 
+    /// Queues one second of the run's timeline (kept with the next commit).
+    pub fn second(&self, second: Second) -> Result<(), WriterGone> {
+        self.tx.send(Op::Second(second)).map_err(|_| WriterGone)
+    }
+
     /// Waits until everything queued so far is committed.
     pub async fn flush(&self) -> Result<(), WriterGone> {
         let (ack, done) = oneshot::channel();
@@ -171,7 +179,7 @@ fn write_loop(
                 Op::Dispatch { ack, .. } | Op::Flush { ack } => {
                     let _ = ack.send(());
                 }
-                Op::Outcome { .. } => {}
+                Op::Outcome { .. } | Op::Second(_) => {}
             }
         }
     }
@@ -208,6 +216,11 @@ fn apply(conn: &mut Connection, run: RunId, group: &[Op]) -> rusqlite::Result<De
         let mut requeue = tx.prepare_cached(
             "UPDATE items SET status = 'pending', in_flight = 0, was_in_flight = ?3,
                  updated_at = ?2 WHERE id = ?1",
+        )?;
+        let mut second = tx.prepare_cached(
+            "INSERT OR REPLACE INTO seconds
+                 (run, at, created, refused, throttled, failed, pace, rate, paused_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         let mut not_sent = tx.prepare_cached(
             "UPDATE items SET status = 'pending', in_flight = 0, was_in_flight = ?3,
@@ -259,6 +272,19 @@ fn apply(conn: &mut Connection, run: RunId, group: &[Op]) -> rusqlite::Result<De
                         not_sent.execute(params![id, now, was_in_flight])?;
                     }
                 },
+                Op::Second(s) => {
+                    second.execute(params![
+                        run,
+                        s.at,
+                        s.created,
+                        s.refused,
+                        s.throttled,
+                        s.failed,
+                        s.pace,
+                        s.rate,
+                        s.paused_ms as i64
+                    ])?;
+                }
                 Op::Flush { .. } => {}
             }
         }
