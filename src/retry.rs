@@ -466,53 +466,12 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     {
         Duration::try_from_secs_f64(secs).unwrap_or(MAX_RETRY_AFTER)
     } else {
-        let when = httpdate_parse(value)?;
+        // The three forms RFC 9110 has recipients accept (IMF-fixdate,
+        // RFC 850, asctime), by the crate hyper already builds.
+        let when = httpdate::parse_http_date(value).ok()?;
         when.duration_since(now).unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only date
-/// form RFC 9110 requires senders to produce.
-fn httpdate_parse(value: &str) -> Option<SystemTime> {
-    let rest = value.split_once(", ")?.1;
-    let parts: Vec<&str> = rest.split(' ').collect();
-    let [day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: u64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as u64
-        + 1;
-    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
-    let hms: Vec<u64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = hms.as_slice() else {
-        return None;
-    };
-    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day)?;
-    let secs = days.checked_mul(86_400)? + h * 3600 + m * 60 + s;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm); `None` before the epoch.
-fn days_from_civil(y: i64, m: u64, d: u64) -> Option<u64> {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    u64::try_from(era * 146_097 + doe - 719_468).ok()
 }
 
 /// Exponential backoff with full jitter: a delay drawn uniformly from
@@ -865,6 +824,15 @@ mod tests {
         assert_eq!(
             parse_retry_after("Mon, 24 Nov 2025 15:00:00 GMT", now()),
             Some(Duration::ZERO)
+        );
+        // The obsolete forms a recipient must still accept.
+        assert_eq!(
+            parse_retry_after("Monday, 24-Nov-25 16:00:30 GMT", now()),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Mon Nov 24 16:00:30 2025", now()),
+            Some(Duration::from_secs(30))
         );
         assert_eq!(parse_retry_after("soon", now()), None);
         // Absurd values from a broken proxy are bounded, never a panic.
