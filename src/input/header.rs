@@ -1,0 +1,130 @@
+//! The header mapping: which column holds which field, found by name
+//! (aliases, case and spacing forgiven) or by `--column`.
+
+/// Where each field lives in a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    pub document_reference: usize,
+    pub way: Option<usize>,
+    pub place: Option<usize>,
+    pub agent_code: Option<usize>,
+    pub url: Option<usize>,
+    /// Number of fields in the header: a row with another count is ragged.
+    pub width: usize,
+}
+
+impl Columns {
+    /// The columns read, by index, with the field each fills.
+    pub fn used(&self) -> Vec<(usize, &'static str)> {
+        let mut used = vec![(self.document_reference, "documentReference")];
+        for (index, field) in [
+            (self.way, "way"),
+            (self.place, "place"),
+            (self.agent_code, "agentCode"),
+            (self.url, "url"),
+        ] {
+            if let Some(i) = index {
+                used.push((i, field));
+            }
+        }
+        used.sort();
+        used
+    }
+
+    /// Which header columns are read (and as what) and which ignored, for
+    /// the start line and `validate`.
+    pub fn describe(&self, header: &[String]) -> String {
+        let used = self.used();
+        let name = |i: usize| header.get(i).map_or("", String::as_str);
+        let read: Vec<String> = used
+            .iter()
+            .map(|(i, field)| {
+                if name(*i) == *field {
+                    format!("{field} (column {})", i + 1)
+                } else {
+                    format!("{field} from {:?} (column {})", name(*i), i + 1)
+                }
+            })
+            .collect();
+        let ignored: Vec<String> = (0..header.len())
+            .filter(|i| !used.iter().any(|(u, _)| u == i))
+            .map(|i| format!("{:?}", name(i)))
+            .collect();
+        let mut text = format!("columns read: {}", read.join(", "));
+        if !ignored.is_empty() {
+            text.push_str(&format!("; ignored: {}", ignored.join(", ")));
+        }
+        text
+    }
+}
+
+/// Header names compared loosely: case, `_`, `-` and spaces do not matter.
+fn normalize_header(name: &str) -> String {
+    name.trim()
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Finds the columns in a header row. `column` is `--column`.
+pub fn map_columns(header: &[String], column: Option<&str>) -> Result<Columns, String> {
+    let wanted_reference = column
+        .map(normalize_header)
+        .unwrap_or_else(|| "documentreference".to_string());
+    let mut columns = Columns {
+        document_reference: usize::MAX,
+        way: None,
+        place: None,
+        agent_code: None,
+        url: None,
+        width: header.len(),
+    };
+    let mut found_reference = None;
+    for (i, name) in header.iter().enumerate() {
+        let key = normalize_header(name);
+        let slot = if key == wanted_reference {
+            if let Some(first) = found_reference {
+                return Err(format!(
+                    "columns {} and {} are both named {:?}; rename one or pick one with --column",
+                    first + 1,
+                    i + 1,
+                    name.trim()
+                ));
+            }
+            found_reference = Some(i);
+            continue;
+        } else {
+            match key.as_str() {
+                "way" => &mut columns.way,
+                "place" => &mut columns.place,
+                "agentcode" => &mut columns.agent_code,
+                "url" | "webhookurl" => &mut columns.url,
+                _ => continue,
+            }
+        };
+        if slot.is_none() {
+            *slot = Some(i);
+        }
+    }
+    match found_reference {
+        Some(i) => {
+            columns.document_reference = i;
+            Ok(columns)
+        }
+        None => {
+            let found = header
+                .iter()
+                .map(|h| format!("{:?}", h.trim()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(match column {
+                Some(c) => format!("no column named {c:?} in the header (found: {found})"),
+                None => format!(
+                    "no documentReference column in the header (found: {found}); \
+                     name the column with --column NAME"
+                ),
+            })
+        }
+    }
+}
