@@ -41,6 +41,50 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// What the statuses of a command that sends (`run`, `resume`, `retry`)
+/// mean: the one table their help prints. They describe the ledger, not
+/// only this invocation's rows.
+pub const SENDING_STATUSES: [(u8, &str); 5] = [
+    (0, "everything tracked"),
+    (3, "some rows failed or were rejected"),
+    (
+        4,
+        "stopped with work left (--max-duration, a signal: the same command continues)",
+    ),
+    (
+        1,
+        "fatal (credentials, quota, API unreachable: rows stay pending)",
+    ),
+    (2, "usage error"),
+];
+
+/// [`SENDING_STATUSES`] as the paragraph that ends a sending command's
+/// help, after `examples`, wrapped at 78 columns.
+pub fn with_sending_statuses(examples: &str) -> String {
+    let sentence = format!(
+        "Exit status (of the ledger, not only of this run's rows): {}.",
+        SENDING_STATUSES
+            .iter()
+            .map(|(code, meaning)| format!("{code} {meaning}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut text = format!("{examples}\n\n");
+    let mut width = 0;
+    for word in sentence.split(' ') {
+        if width > 0 && width + 1 + word.len() > 78 {
+            text.push('\n');
+            width = 0;
+        } else if width > 0 {
+            text.push(' ');
+            width += 1;
+        }
+        text.push_str(word);
+        width += word.len();
+    }
+    text
+}
+
 /// Status for an error that ended the command: 2 for usage, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<UsageError>().is_some() {
@@ -60,6 +104,30 @@ mod tests {
         assert_eq!(exit_code(&anyhow::anyhow!("disk full")), 1);
         let wrapped = anyhow::Error::from(UsageError("x".into())).context("while starting");
         assert_eq!(exit_code(&wrapped), 2);
+    }
+
+    #[test]
+    fn the_help_table_has_every_status_once_with_its_code() {
+        let mut codes: Vec<u8> = SENDING_STATUSES.iter().map(|(c, _)| *c).collect();
+        let ended = [
+            Exit::Success,
+            Exit::Fatal,
+            Exit::RowsFailed,
+            Exit::Interrupted,
+        ];
+        for exit in ended {
+            assert!(codes.contains(&exit.code()), "{exit:?} is not in the table");
+        }
+        assert!(codes.contains(&exit_code(&UsageError("x".into()).into())));
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), SENDING_STATUSES.len(), "a code listed twice");
+        let help = with_sending_statuses("Examples:\n  trackmass run x.csv");
+        assert!(help.starts_with("Examples:\n  trackmass run x.csv\n\nExit status"));
+        assert!(help.lines().all(|l| l.len() <= 78), "{help}");
+        assert!(help.replace('\n', " ").contains(
+            "4 stopped with work left (--max-duration, a signal: the same command continues)"
+        ));
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Track every document reference of a CSV file.
-    #[command(after_long_help = RUN_EXAMPLES)]
+    #[command(after_long_help = crate::error::with_sending_statuses(RUN_EXAMPLES))]
     Run(Box<RunArgs>),
     /// Check a CSV file offline: rows, rejects, duplicates, how long a run
     /// would take. Sends nothing.
@@ -72,11 +72,11 @@ pub enum Command {
     Status(StatusArgs),
     /// Send everything still pending, with the settings of the last run (no
     /// input file needed).
-    #[command(after_long_help = RESUME_EXAMPLES)]
+    #[command(after_long_help = crate::error::with_sending_statuses(RESUME_EXAMPLES))]
     Resume(Box<ContinueArgs>),
     /// Put failed documents back to pending and send them, with what is
     /// still pending.
-    #[command(after_long_help = RETRY_EXAMPLES)]
+    #[command(after_long_help = crate::error::with_sending_statuses(RETRY_EXAMPLES))]
     Retry(Box<RetryArgs>),
     /// Rewrite the result files from the state file (also while a run
     /// holds it).
@@ -188,12 +188,7 @@ Examples:
     trackmass resume --state onboarding.db
 
   Continue more slowly than the run was started:
-    trackmass resume --state onboarding.db --rate 5/s
-
-Exit status (of the ledger, not only of this run's rows): 0 everything
-tracked, 3 some rows failed or were rejected, 4 stopped with work left
-(--max-duration, a signal: the same command continues), 1 fatal (credentials,
-quota, API unreachable: rows stay pending), 2 usage error.";
+    trackmass resume --state onboarding.db --rate 5/s";
 
 const RETRY_EXAMPLES: &str = "\
 Examples:
@@ -208,12 +203,7 @@ Examples:
     trackmass retry --state prod.db --status failed
 
   A corrected copy of failures.csv is also a valid input:
-    trackmass run failures-fixed.csv --state prod.db
-
-Exit status (of the ledger, not only of this run's rows): 0 everything
-tracked, 3 some rows failed or were rejected, 4 stopped with work left
-(--max-duration, a signal: the same command continues), 1 fatal (credentials,
-quota, API unreachable: rows stay pending), 2 usage error.";
+    trackmass run failures-fixed.csv --state prod.db";
 
 const EXPORT_EXAMPLES: &str = "\
 Examples:
@@ -246,12 +236,7 @@ Examples:
     trackmass run documents.csv --way Import --agent-code CCGM --rate 600/min
 
   After an interruption, the same command continues:
-    trackmass run documents.csv --way Import --agent-code CCGM --rate 600/min
-
-Exit status (of the ledger, not only of this run's rows): 0 everything
-tracked, 3 some rows failed or were rejected, 4 stopped with work left
-(--max-duration, a signal: the same command continues), 1 fatal (credentials,
-quota, API unreachable: rows stay pending), 2 usage error.";
+    trackmass run documents.csv --way Import --agent-code CCGM --rate 600/min";
 
 const SANDBOX_EXAMPLES: &str = "\
 Examples:
