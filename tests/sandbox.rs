@@ -782,3 +782,23 @@ fn two_sandbox_processes_with_one_seed_give_the_same_answers() {
     assert_ne!(a, answers("6"));
     assert!(a.iter().any(|v| v == "DOCUMENT_NOT_FOUND"), "{a:?}");
 }
+
+#[test]
+fn the_sandbox_process_ends_cleanly_on_sigterm_and_on_ctrl_c() {
+    let work = Workdir::new();
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let (mut child, base) = spawn_sandbox(&work, &[]);
+        assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+        signal(&child, sig);
+        let mut status = None;
+        wait_for(Duration::from_secs(10), "the sandbox to exit", || {
+            status = child.try_wait().expect("its status");
+            status.is_some()
+        });
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "signal {sig}: {status:?}"
+        );
+    }
+}

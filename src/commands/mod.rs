@@ -26,3 +26,42 @@ pub fn print_stderr(text: &str) {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
+
+/// SIGTERM (systemd's stop, `kill`, a container's end) or Ctrl-C: what
+/// ends a server command (`sandbox`, `webhooks serve`) cleanly, exit 0.
+/// The handlers are installed when this is called, not when the future is
+/// first awaited: call it before saying where the server listens, so a
+/// signal sent as soon as that is read cannot kill the process instead.
+pub fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, interrupt) {
+                (Some(mut term), Some(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                (Some(mut term), None) => {
+                    term.recv().await;
+                }
+                (None, Some(mut interrupt)) => {
+                    interrupt.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

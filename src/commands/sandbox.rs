@@ -1,4 +1,4 @@
-//! `trackmass sandbox`: serve the emulator until interrupted.
+//! `trackmass sandbox`: serve the emulator until Ctrl-C or SIGTERM (exit 0).
 
 use anyhow::{Context, Result};
 
@@ -8,6 +8,7 @@ use crate::sandbox;
 use crate::sandbox::{Faults, Quota, RateLimit, Webhooks};
 
 pub async fn execute(args: &SandboxArgs) -> Result<Exit> {
+    let stop = super::stop_signal();
     let config = config_from(args);
     let sb = sandbox::start(args.listen, config)
         .await
@@ -27,7 +28,7 @@ pub async fn execute(args: &SandboxArgs) -> Result<Exit> {
     ));
     tokio::select! {
         served = sb.serve_forever() => served.context("the sandbox stopped")?,
-        _ = tokio::signal::ctrl_c() => {}
+        () = stop => {}
     }
     Ok(Exit::Success)
 }

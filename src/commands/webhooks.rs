@@ -109,6 +109,7 @@ fn url(args: &UrlArgs) -> Result<Exit> {
 }
 
 async fn serve(args: &ServeArgs) -> Result<Exit> {
+    let stop = super::stop_signal();
     crate::store::resolve(&args.state)?;
     let Some(token) = token::load(&args.state)? else {
         bail!(
@@ -137,32 +138,9 @@ async fn serve(args: &ServeArgs) -> Result<Exit> {
         totals.events
     ));
     let counters = Arc::new(Counters::default());
-    receiver::serve(listener, token, store, counters.clone(), stop_signal())
+    receiver::serve(listener, token, store, counters.clone(), stop)
         .await
         .context("the receiver stopped")?;
     tracing::info!("receiver stopped: {}", counters.line());
     Ok(Exit::Success)
-}
-
-/// SIGTERM (systemd's stop) or Ctrl-C.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
