@@ -1198,6 +1198,35 @@ fn export_writes_json_lines_for_a_downstream_system() {
 }
 
 #[test]
+fn export_as_json_lines_names_its_files_as_json_and_leaves_the_csvs_alone() {
+    let sandbox = TestSandbox::start();
+    let work = Workdir::new();
+    work.write(
+        "in.csv",
+        "documentReference,way\nNE1,Import\nNE2,Sideways\n",
+    );
+    assert_exit(&output(&mut work.run_against(&sandbox, "in.csv")), 3);
+    let csvs = (work.read("results.csv"), work.read("failures.csv"));
+    let out = output(work.trackmass().args(["export", "--format", "ndjson"]));
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("wrote results.ndjson (1 line) and failures.ndjson (1 line)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        json(&work.read("results.ndjson"))["documentReference"],
+        "NE1"
+    );
+    assert_eq!(
+        json(&work.read("failures.ndjson"))["documentReference"],
+        "NE2"
+    );
+    // The run's CSVs are what they were, not JSON under a .csv name.
+    assert_eq!((work.read("results.csv"), work.read("failures.csv")), csvs);
+}
+
+#[test]
 fn a_spreadsheet_is_read_directly_with_its_row_numbers() {
     let sandbox = TestSandbox::start();
     let work = Workdir::new();

@@ -616,13 +616,15 @@ pub struct ExportArgs {
     #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
     pub state: PathBuf,
 
-    /// Results CSV to write.
-    #[arg(long, default_value = "results.csv", value_name = "PATH")]
-    pub out: PathBuf,
+    /// Results file to write [default: results.csv, or results.ndjson
+    /// with --format ndjson]
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
 
-    /// Failures CSV to write.
-    #[arg(long, default_value = "failures.csv", value_name = "PATH")]
-    pub failures: PathBuf,
+    /// Failures file to write [default: failures.csv, or failures.ndjson
+    /// with --format ndjson]
+    #[arg(long, value_name = "PATH")]
+    pub failures: Option<PathBuf>,
 
     /// Every row of the state file, not only those the last run reports
     /// on.
@@ -646,6 +648,32 @@ pub struct ExportArgs {
 pub enum ExportFormat {
     Csv,
     Ndjson,
+}
+
+impl ExportFormat {
+    /// The file name's extension: a file is what its name says.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Ndjson => "ndjson",
+        }
+    }
+}
+
+impl ExportArgs {
+    /// `--out`, or `results.` and the format's extension.
+    pub fn out(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("results.{}", self.format.extension())))
+    }
+
+    /// `--failures`, or `failures.` and the format's extension.
+    pub fn failures(&self) -> PathBuf {
+        self.failures
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("failures.{}", self.format.extension())))
+    }
 }
 
 #[derive(Debug, Args)]

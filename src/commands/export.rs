@@ -18,10 +18,8 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
         ))
         .into());
     }
-    let outputs = [
-        ("--out", args.out.as_path()),
-        ("--failures", args.failures.as_path()),
-    ];
+    let (out, failures) = (args.out(), args.failures());
+    let outputs = [("--out", out.as_path()), ("--failures", failures.as_path())];
     crate::paths::check_outputs(&crate::paths::state_files(&args.state), &outputs)?;
     crate::paths::check_writable(&outputs)?;
     let store = Store::open_read_only(&args.state)?;
@@ -47,22 +45,20 @@ pub fn execute(args: &ExportArgs) -> Result<Exit> {
         }
     };
     let written = match args.format {
-        ExportFormat::Csv => report::write_reports(&store, scope, &args.out, &args.failures)?,
-        ExportFormat::Ndjson => {
-            report::write_reports_ndjson(&store, scope, &args.out, &args.failures)?
-        }
+        ExportFormat::Csv => report::write_reports(&store, scope, &out, &failures)?,
+        ExportFormat::Ndjson => report::write_reports_ndjson(&store, scope, &out, &failures)?,
     };
-    let print = if crate::output::is_stdout(&args.out) || crate::output::is_stdout(&args.failures) {
+    let print = if crate::output::is_stdout(&out) || crate::output::is_stdout(&failures) {
         super::print_stderr
     } else {
         super::print_stdout
     };
     print(&format!(
-        "trackmass: wrote {} ({} lines) and {} ({} lines) from {}\n",
-        args.out.display(),
-        written.results_lines,
-        args.failures.display(),
-        written.failure_lines,
+        "trackmass: wrote {} ({}) and {} ({}) from {}\n",
+        out.display(),
+        crate::words::count(written.results_lines, "line", "lines"),
+        failures.display(),
+        crate::words::count(written.failure_lines, "line", "lines"),
         args.state.display()
     ));
     Ok(Exit::Success)
