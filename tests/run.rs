@@ -878,6 +878,35 @@ fn the_input_can_come_from_standard_input_and_an_empty_one_is_said() {
         "{}",
         stderr(&out)
     );
+    // The offline check says so too, for a file and for standard input.
+    let out = output(work.trackmass().args(["validate", "empty.csv"]));
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("empty.csv: no data row after the header"),
+        "{}",
+        stderr(&out)
+    );
+    let mut validate = work.trackmass();
+    validate
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = validate.spawn().expect("validate starts");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(b"documentReference\n")
+            .expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("validate ends");
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("no data row after the header"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

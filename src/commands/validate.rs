@@ -132,6 +132,7 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
             }
         }
     }
+    input::warn_if_empty(&args.input, report.rows);
     report.duplicates = counts.duplicates;
     report.fields_differ = counts.fields_differ;
     report.already_tracked = counts.already_tracked;

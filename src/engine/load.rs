@@ -120,13 +120,7 @@ pub fn load_input(
         counts.duplicates,
         counts.rejected
     );
-    if counts.rows == 0 {
-        tracing::warn!(
-            "{}: no data row after the header: nothing of it to send (an export that \
-             came out empty?)",
-            config.input.display()
-        );
-    }
+    crate::input::warn_if_empty(&config.input, counts.rows);
     Ok((run, counts))
 }
 

@@ -132,6 +132,18 @@ impl fmt::Display for InputError {
     }
 }
 
+/// Warns, when `rows` is 0, that `path` had a header and no data row:
+/// not an error (exit 0), never silent.
+pub fn warn_if_empty(path: &Path, rows: u64) {
+    if rows == 0 {
+        tracing::warn!(
+            "{}: no data row after the header: nothing of it to send (an export that \
+             came out empty?)",
+            path.display()
+        );
+    }
+}
+
 /// `-` names standard input.
 pub fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
