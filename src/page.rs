@@ -230,13 +230,20 @@ fn summary(page: &Page<'_>, t: &Totals) -> String {
         ),
     ];
     if t.span > 0 {
+        // The run's own measure of its sending time (first request out to
+        // last answer in), as its summary says it; else the seconds drawn.
+        let sending = run
+            .summary
+            .as_ref()
+            .and_then(|s| s["sending_seconds"].as_f64())
+            .filter(|s| *s > 0.0)
+            .unwrap_or(t.span as f64);
         rows.push((
             "Answers",
             format!(
-                "<span id=\"answers\">{}</span> in {} s of sending ({:.1}/s; --rate {:.1}/s)",
+                "<span id=\"answers\">{}</span> in {sending:.1} s of sending ({:.1}/s; --rate {:.1}/s)",
                 t.answers,
-                t.span,
-                t.answers as f64 / t.span as f64,
+                t.answers as f64 / sending,
                 t.rate
             ),
         ));
@@ -575,6 +582,22 @@ mod tests {
         assert_eq!(answers.split(' ').count(), 3);
         assert_eq!(html.matches("class=\"throttled\"").count(), 2);
         assert!(html.contains("<span id=\"throttled\">3</span>"));
+        // Without a summary, the seconds drawn are the sending time.
+        assert!(html.contains("</span> in 3.0 s of sending (3.0/s; --rate 20.0/s)"));
+        let summarised = RunRecord {
+            summary: Some(serde_json::json!({"sending_seconds": 2.5})),
+            ..run.clone()
+        };
+        let html = render(&Page {
+            state: "s.db",
+            run: &summarised,
+            seconds: &seconds,
+            failures: &failures,
+        });
+        assert!(
+            html.contains("</span> in 2.5 s of sending (3.6/s; --rate 20.0/s)"),
+            "the run's own measure, as its summary says it"
+        );
         assert!(
             !html.contains("src=") && !html.contains("href="),
             "nothing fetched"
