@@ -331,6 +331,17 @@ impl Owner {
             if (self.pace.epoch(), self.pace.judging()) != before {
                 tracing::debug!("pace after judging a decrease: {}", self.pace.state(now));
             }
+            if before.1 && !self.pace.judging() {
+                // What the last 429's slow-down came to, once judged: the
+                // warning at that 429 could only say what got through then.
+                let rate = self.pace.rate(now);
+                tracing::info!(
+                    "pace judged after the last 429: going at {rate:.1}/s ({:.0}% of --rate), \
+                     the gateway's limit put at {:.1}/s",
+                    rate / self.ceiling * 100.0,
+                    self.pace.learnt_limit().unwrap_or(rate)
+                );
+            }
         }
         if answer.worked {
             self.breaker.success();
