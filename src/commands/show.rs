@@ -143,14 +143,24 @@ pub fn render(shown: &[Shown]) -> String {
                 };
                 let _ = writeln!(out, "  {label}: {what}");
             }
+            // The row's last change: its last request, or (never sent) the
+            // last time an input named it.
+            let when = d.updated_at.as_deref().map(|u| {
+                if d.attempts == 0 {
+                    format!(", last read at {u}")
+                } else {
+                    format!(", last at {u}")
+                }
+            });
             let _ = writeln!(
                 out,
                 "  {}{}; from {} line {}",
-                count(d.attempts, "request", "requests"),
-                d.updated_at
-                    .as_deref()
-                    .map(|u| format!(", last at {u}"))
-                    .unwrap_or_default(),
+                if d.attempts == 0 {
+                    "never sent".to_string()
+                } else {
+                    count(d.attempts, "request", "requests")
+                },
+                when.unwrap_or_default(),
                 d.input,
                 d.line
             );
