@@ -137,27 +137,16 @@ fn a_report_names_a_run_the_state_file_does_not_hold() {
     assert_eq!(status_json(&work, "trackmass.db")["rows"]["tracked"], 3);
 }
 
-/// Headless Chromium, or `None` (after a note) where it is not installed
-/// and `TRACKMASS_REQUIRE_CHROMIUM` is not set.
+/// Headless Chromium (`$TRACKMASS_CHROMIUM`, else Debian's), or `None`
+/// (after a note) where it is not installed and
+/// `TRACKMASS_REQUIRE_CHROMIUM` is not set.
 fn chromium() -> Option<PathBuf> {
-    let bin = std::env::var_os("TRACKMASS_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("TRACKMASS_REQUIRE_CHROMIUM").is_none(),
-        "TRACKMASS_REQUIRE_CHROMIUM is set but {} does not exist",
-        bin.display()
-    );
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {} not found (apt-get install chromium)",
-        bin.display()
-    );
-    None
+    external_tool(
+        "TRACKMASS_CHROMIUM",
+        "/usr/bin/chromium",
+        "TRACKMASS_REQUIRE_CHROMIUM",
+        "apt-get install chromium",
+    )
 }
 
 /// Runs headless Chromium on `page` with `args`, in `work`; returns its

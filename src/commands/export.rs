@@ -11,13 +11,7 @@ use crate::report;
 use crate::store::{Scope, Store};
 
 pub fn execute(args: &ExportArgs) -> Result<Exit> {
-    if !args.state.exists() {
-        return Err(UsageError(format!(
-            "{}: no such state file (pass --state PATH)",
-            args.state.display()
-        ))
-        .into());
-    }
+    super::require_state(&args.state)?;
     let (out, failures) = (args.out(), args.failures());
     let outputs = [("--out", out.as_path()), ("--failures", failures.as_path())];
     crate::paths::check_outputs(&crate::paths::state_files(&args.state), &outputs)?;

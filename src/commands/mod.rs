@@ -11,6 +11,19 @@ pub mod status;
 pub mod validate;
 pub mod webhooks;
 
+/// A command that reads a state file refuses a path that names none
+/// (exit 2), rather than creating one or saying less.
+pub fn require_state(state: &std::path::Path) -> anyhow::Result<()> {
+    if state.exists() {
+        return Ok(());
+    }
+    Err(crate::error::UsageError(format!(
+        "{}: no such state file (pass --state PATH)",
+        state.display()
+    ))
+    .into())
+}
+
 /// Prints to stdout without panicking when nobody reads it any more
 /// (`trackmass ... | head`, a closed pipe in a scheduler): output is a
 /// courtesy, the state file and result files are what count.

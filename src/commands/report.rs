@@ -9,13 +9,7 @@ use crate::page::{self, Page};
 use crate::store::Store;
 
 pub fn execute(args: &ReportArgs) -> Result<Exit> {
-    if !args.state.exists() {
-        return Err(UsageError(format!(
-            "{}: no such state file (pass --state PATH)",
-            args.state.display()
-        ))
-        .into());
-    }
+    super::require_state(&args.state)?;
     let outputs = [("--out", args.out.as_path())];
     crate::paths::check_outputs(&crate::paths::state_files(&args.state), &outputs)?;
     crate::paths::check_writable(&outputs)?;

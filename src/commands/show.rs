@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::ShowArgs;
-use crate::error::{Exit, UsageError};
+use crate::error::Exit;
 use crate::store::{DocumentView, Store};
 use crate::webhooks::payload::Event;
 use crate::webhooks::store::{EventStore, path_for};
@@ -35,13 +35,7 @@ pub struct Latest {
 }
 
 pub fn execute(args: &ShowArgs) -> Result<Exit> {
-    if !args.state.exists() {
-        return Err(UsageError(format!(
-            "{}: no such state file (pass --state PATH)",
-            args.state.display()
-        ))
-        .into());
-    }
+    super::require_state(&args.state)?;
     let store = Store::open_read_only(&args.state)?;
     let events = EventStore::open_read_only(&path_for(&args.state))?;
     let mut shown = Vec::new();

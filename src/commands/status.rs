@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
-use crate::error::{Exit, UsageError};
+use crate::error::Exit;
 use crate::ledger::Status;
 use crate::lock::Holder;
 use crate::store::{FailureGroup, Overview, RunRecord, Scope, StatusCounts, Store};
@@ -112,13 +112,7 @@ pub fn execute(args: &StatusArgs) -> Result<Exit> {
 
 /// Reads the state file (never writing it: a run may hold it).
 pub fn gather(state: &Path) -> Result<Report> {
-    if !state.exists() {
-        return Err(UsageError(format!(
-            "{}: no such state file (pass --state PATH)",
-            state.display()
-        ))
-        .into());
-    }
+    super::require_state(state)?;
     let store = Store::open_read_only(state)?;
     let Overview {
         counts,

@@ -227,6 +227,41 @@ impl Store {
         Ok(n)
     }
 
+    /// Failed rows by kind, most first: of the whole file, or those whose
+    /// last answer came in run `answered_in`.
+    pub(super) fn failure_groups(&self, answered_in: Option<RunId>) -> Result<Vec<FailureGroup>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT status, http_status, code, count(*) FROM items
+                 WHERE status IN ('failed', 'exhausted', 'bad_response')
+                   AND (?1 IS NULL OR answered_run = ?1)
+                 GROUP BY status, http_status, code ORDER BY count(*) DESC, status, code",
+            )
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![answered_in], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<u16>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| sqlite_error(&self.path, e))?;
+        let mut failures = Vec::new();
+        for row in rows {
+            let (status, http_status, code, n) = row.map_err(|e| sqlite_error(&self.path, e))?;
+            failures.push(FailureGroup {
+                status: self.status_of(&status)?,
+                http_status,
+                code: code.filter(|c| !c.is_empty()),
+                rows: n as u64,
+            });
+        }
+        Ok(failures)
+    }
+
     /// Counts over the whole state file.
     pub fn overview(&self) -> Result<Overview> {
         let counts = self.status_counts(Scope::Ledger)?;
@@ -240,35 +275,7 @@ impl Store {
         let interrupted = count(
             "SELECT count(*) FROM items WHERE status = 'pending' AND was_in_flight = 1 AND in_flight = 0",
         )?;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT status, http_status, code, count(*) FROM items
-                 WHERE status IN ('failed', 'exhausted', 'bad_response')
-                 GROUP BY status, http_status, code ORDER BY count(*) DESC, status, code",
-            )
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<u16>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        let mut failures = Vec::new();
-        for row in rows {
-            let (status, http_status, code, n) = row.map_err(|e| sqlite_error(&self.path, e))?;
-            let status = self.status_of(&status)?;
-            failures.push(FailureGroup {
-                status,
-                http_status,
-                code: code.filter(|c| !c.is_empty()),
-                rows: n as u64,
-            });
-        }
+        let failures = self.failure_groups(None)?;
         Ok(Overview {
             counts,
             in_flight,

@@ -68,35 +68,7 @@ impl Store {
 
     /// The rows whose last answer came in run `run` and failed, by kind.
     pub fn failures_answered_in(&self, run: RunId) -> Result<Vec<FailureGroup>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT status, http_status, code, count(*) FROM items
-                 WHERE answered_run = ?1 AND status IN ('failed', 'exhausted', 'bad_response')
-                 GROUP BY status, http_status, code ORDER BY count(*) DESC, status, code",
-            )
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        let rows = stmt
-            .query_map(params![run], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<u16>>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        let mut groups = Vec::new();
-        for row in rows {
-            let (status, http_status, code, n) = row.map_err(|e| sqlite_error(&self.path, e))?;
-            groups.push(FailureGroup {
-                status: self.status_of(&status)?,
-                http_status,
-                code: code.filter(|c| !c.is_empty()),
-                rows: n as u64,
-            });
-        }
-        Ok(groups)
+        self.failure_groups(Some(run))
     }
 }
 
