@@ -77,7 +77,7 @@ impl RunConfig {
         let mut defaults = defaults_from(&args.defaults)?;
         if args.webhooks {
             defaults.url = Some(registered_url(&args.files.state)?);
-            defaults.validate().map_err(UsageError)?;
+            defaults.validate().map_err(|e| UsageError(e.to_string()))?;
         }
         if !args.sandbox {
             check_url(
@@ -213,7 +213,7 @@ pub fn defaults_from(args: &DefaultArgs) -> Result<Defaults, UsageError> {
         agent_code: trimmed(&args.agent_code),
         url: trimmed(&args.webhook_url),
     };
-    defaults.validate().map_err(UsageError)?;
+    defaults.validate().map_err(|e| UsageError(e.to_string()))?;
     Ok(defaults)
 }
 

@@ -57,7 +57,7 @@ pub fn open_files_limit() -> Option<u64> {
 
 /// Refuses a `--concurrency` the open-files limit cannot hold, saying what
 /// would fit; a local limit must not look like the API failing.
-pub fn check_concurrency(concurrency: usize, limit: Option<u64>) -> Result<(), String> {
+pub fn check_concurrency(concurrency: usize, limit: Option<u64>) -> Result<(), TooManyFiles> {
     let Some(limit) = limit else {
         return Ok(());
     };
@@ -65,11 +65,24 @@ pub fn check_concurrency(concurrency: usize, limit: Option<u64>) -> Result<(), S
     if needed <= limit {
         return Ok(());
     }
-    Err(format!(
-        "--concurrency {concurrency} needs about {needed} open files, and this process may \
-         open {limit} (ulimit -n); use --concurrency {} or less, or raise the limit",
-        limit.saturating_sub(SPARE_DESCRIPTORS).max(1)
-    ))
+    Err(TooManyFiles {
+        concurrency,
+        needed,
+        limit,
+    })
+}
+
+/// `--concurrency` needs more open files than the process may open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--concurrency {concurrency} needs about {needed} open files, and this process may open \
+     {limit} (ulimit -n); use --concurrency {} or less, or raise the limit",
+    .limit.saturating_sub(SPARE_DESCRIPTORS).max(1)
+)]
+pub struct TooManyFiles {
+    pub concurrency: usize,
+    pub needed: u64,
+    pub limit: u64,
 }
 
 #[cfg(test)]
@@ -80,7 +93,7 @@ mod tests {
     fn concurrency_must_fit_the_open_files_limit() {
         assert!(check_concurrency(8, Some(1024)).is_ok());
         assert!(check_concurrency(960, Some(1024)).is_ok());
-        let err = check_concurrency(1024, Some(1024)).unwrap_err();
+        let err = check_concurrency(1024, Some(1024)).unwrap_err().to_string();
         assert!(err.contains("use --concurrency 960 or less"), "{err}");
         assert!(check_concurrency(1024, None).is_ok());
     }

@@ -66,7 +66,9 @@ impl Credentials {
     /// Reads credentials with `lookup`, by environment variable name (the
     /// process environment, then the configuration file). Empty values
     /// count as missing.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<Found>) -> Result<Credentials, String> {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<Found>,
+    ) -> Result<Credentials, MissingCredentials> {
         let mut names = CredentialNames::default();
         let mut get = |var: &str| {
             let found = lookup(var).filter(|f| !f.value.trim().is_empty())?;
@@ -114,11 +116,16 @@ impl Credentials {
                 token,
                 names,
             }),
-            _ => Err(format!(
-                "missing credentials: set {} in the environment \
-                 (or try the job without an account: add --sandbox)",
-                missing.join(", ")
-            )),
+            _ => Err(MissingCredentials(missing)),
         }
     }
 }
+
+/// Credentials a run needs and the environment (or the configuration file)
+/// does not give: the variables to set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "missing credentials: set {} in the environment (or try the job without an account: add --sandbox)",
+    .0.join(", ")
+)]
+pub struct MissingCredentials(pub Vec<String>);

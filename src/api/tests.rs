@@ -149,7 +149,7 @@ fn a_ready_token_wins_over_client_credentials() {
 
 #[test]
 fn missing_credentials_name_the_variables_and_the_sandbox() {
-    let err = Credentials::from_lookup(env(&[])).unwrap_err();
+    let err = Credentials::from_lookup(env(&[])).unwrap_err().to_string();
     for name in [
         ENV_API_KEY,
         ENV_CLIENT_ID,
@@ -159,14 +159,16 @@ fn missing_credentials_name_the_variables_and_the_sandbox() {
     ] {
         assert!(err.contains(name), "{err} lacks {name}");
     }
-    let err =
-        Credentials::from_lookup(env(&[(ENV_API_KEY, "k"), (ENV_CLIENT_ID, "id")])).unwrap_err();
+    let err = Credentials::from_lookup(env(&[(ENV_API_KEY, "k"), (ENV_CLIENT_ID, "id")]))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(ENV_CLIENT_SECRET) && !err.contains(ENV_API_KEY),
         "{err}"
     );
-    let err =
-        Credentials::from_lookup(env(&[(ENV_API_KEY, " "), (ENV_ACCESS_TOKEN, "t")])).unwrap_err();
+    let err = Credentials::from_lookup(env(&[(ENV_API_KEY, " "), (ENV_ACCESS_TOKEN, "t")]))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(ENV_API_KEY), "{err}");
 }
 

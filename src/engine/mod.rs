@@ -166,9 +166,7 @@ pub fn credentials(config: &RunConfig, ui: &Ui) -> Result<Option<Credentials>> {
         return Ok(None);
     }
     let lookup = ui.secrets.clone();
-    Credentials::from_lookup(move |name| lookup(name))
-        .map(Some)
-        .map_err(anyhow::Error::msg)
+    Ok(Some(Credentials::from_lookup(move |name| lookup(name))?))
 }
 
 /// Sends the pending rows of a batch (after loading the input for `run`),
@@ -367,7 +365,7 @@ async fn work(
 /// other.
 pub fn check_paths(config: &RunConfig) -> Result<()> {
     crate::os::check_concurrency(config.dispatch.concurrency, crate::os::open_files_limit())
-        .map_err(crate::error::UsageError)?;
+        .map_err(|e| crate::error::UsageError(e.to_string()))?;
     let mut protected = crate::paths::state_files(&config.state);
     protected.push(("the input", config.input.clone()));
     let mut outputs = vec![

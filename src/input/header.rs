@@ -67,8 +67,27 @@ fn normalize_header(name: &str) -> String {
         .collect()
 }
 
+/// What is wrong with a header row (`found`: its names, quoted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error(
+        "columns {first} and {second} are both named {name:?}; rename one or pick one with --column"
+    )]
+    TwoReferences {
+        first: usize,
+        second: usize,
+        name: String,
+    },
+    #[error("no column named {column:?} in the header (found: {found})")]
+    NoSuchColumn { column: String, found: String },
+    #[error(
+        "no documentReference column in the header (found: {found}); name the column with --column NAME"
+    )]
+    NoReference { found: String },
+}
+
 /// Finds the columns in a header row. `column` is `--column`.
-pub fn map_columns(header: &[String], column: Option<&str>) -> Result<Columns, String> {
+pub fn map_columns(header: &[String], column: Option<&str>) -> Result<Columns, HeaderError> {
     let wanted_reference = column
         .map(normalize_header)
         .unwrap_or_else(|| "documentreference".to_string());
@@ -85,12 +104,11 @@ pub fn map_columns(header: &[String], column: Option<&str>) -> Result<Columns, S
         let key = normalize_header(name);
         let slot = if key == wanted_reference {
             if let Some(first) = found_reference {
-                return Err(format!(
-                    "columns {} and {} are both named {:?}; rename one or pick one with --column",
-                    first + 1,
-                    i + 1,
-                    name.trim()
-                ));
+                return Err(HeaderError::TwoReferences {
+                    first: first + 1,
+                    second: i + 1,
+                    name: name.trim().to_string(),
+                });
             }
             found_reference = Some(i);
             continue;
@@ -119,11 +137,11 @@ pub fn map_columns(header: &[String], column: Option<&str>) -> Result<Columns, S
                 .collect::<Vec<_>>()
                 .join(", ");
             Err(match column {
-                Some(c) => format!("no column named {c:?} in the header (found: {found})"),
-                None => format!(
-                    "no documentReference column in the header (found: {found}); \
-                     name the column with --column NAME"
-                ),
+                Some(c) => HeaderError::NoSuchColumn {
+                    column: c.to_string(),
+                    found,
+                },
+                None => HeaderError::NoReference { found },
             })
         }
     }

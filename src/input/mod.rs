@@ -11,7 +11,6 @@
 //! - `header`: which column holds which field;
 //! - `validate`: a record's fields against the spec, into a request body.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -21,7 +20,7 @@ mod lines;
 mod reader;
 mod validate;
 
-pub use header::{Columns, map_columns};
+pub use header::{Columns, HeaderError, map_columns};
 pub use reader::{InputReader, ReadOptions, detect_delimiter};
 pub use validate::{
     Defaults, Fields, unneutralise, validate_chunk, validate_fields, validate_record,
@@ -111,24 +110,20 @@ pub struct Record {
 }
 
 /// An error about the input file as a whole (not one row).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}{message}", name(path), line.map_or(String::new(), |l| format!("line {l}: ")))]
 pub struct InputError {
     pub path: PathBuf,
     pub line: Option<u64>,
     pub message: String,
 }
 
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = if is_stdin(&self.path) {
-            "standard input".to_string()
-        } else {
-            self.path.display().to_string()
-        };
-        match self.line {
-            Some(line) => write!(f, "{name}: line {line}: {}", self.message),
-            None => write!(f, "{name}: {}", self.message),
-        }
+/// The input as messages name it.
+fn name(path: &Path) -> String {
+    if is_stdin(path) {
+        "standard input".to_string()
+    } else {
+        path.display().to_string()
     }
 }
 
@@ -148,8 +143,6 @@ pub fn warn_if_empty(path: &Path, rows: u64) {
 pub fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
-
-impl std::error::Error for InputError {}
 
 #[cfg(test)]
 mod tests;

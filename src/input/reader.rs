@@ -162,7 +162,7 @@ impl InputReader {
             break (header, line);
         };
         let columns = map_columns(&header, options.column.as_deref())
-            .map_err(|m| input_error(Some(header_line), m))?;
+            .map_err(|e| input_error(Some(header_line), e.to_string()))?;
         Ok(InputReader {
             path: path.to_path_buf(),
             reader,

@@ -122,7 +122,7 @@ fn column_flag_picks_another_header() {
     let header = vec!["BL number".to_string(), "place".to_string()];
     let c = map_columns(&header, Some("bl number")).unwrap();
     assert_eq!(c.document_reference, 0);
-    let err = map_columns(&header, None).unwrap_err();
+    let err = map_columns(&header, None).unwrap_err().to_string();
     assert!(err.contains("--column"), "{err}");
     assert!(err.contains("\"BL number\""), "{err}");
 }
@@ -133,7 +133,7 @@ fn two_reference_columns_are_an_error() {
         "documentReference".to_string(),
         "document_reference".to_string(),
     ];
-    let err = map_columns(&header, None).unwrap_err();
+    let err = map_columns(&header, None).unwrap_err().to_string();
     assert!(err.contains("columns 1 and 2"), "{err}");
 }
 
@@ -294,7 +294,7 @@ fn invalid_defaults_are_reported_with_their_flag() {
         url: Some("http://127.0.0.1:9/x".into()),
         ..Defaults::default()
     };
-    let err = d.validate().unwrap_err();
+    let err = d.validate().unwrap_err().to_string();
     assert!(err.contains("--way"), "{err}");
     assert!(err.contains("--webhook-url"), "{err}");
 }

@@ -20,7 +20,7 @@ pub struct Defaults {
 impl Defaults {
     /// Checks the defaults themselves, so that a bad `--way` is a usage error
     /// rather than a reject on every row.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BadDefaults> {
         let probe = Fields {
             document_reference: "probe",
             way: self.way.as_deref(),
@@ -28,15 +28,22 @@ impl Defaults {
             agent_code: self.agent_code.as_deref(),
             url: self.url.as_deref(),
         };
-        match validate_fields(&probe) {
-            Ok(_) => Ok(()),
-            Err(problems) => Err(problems
-                .iter()
-                .map(|p| format!("--{}: {}", flag_name(p.field), p.message))
-                .collect::<Vec<_>>()
-                .join("; ")),
-        }
+        validate_fields(&probe).map(|_| ()).map_err(BadDefaults)
     }
+}
+
+/// Flag values (`--way`, `--place`, …) the spec refuses, each named as the
+/// flag it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", as_flags(.0))]
+pub struct BadDefaults(pub Vec<Problem>);
+
+fn as_flags(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("--{}: {}", flag_name(p.field), p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn flag_name(field: &str) -> &str {

@@ -83,28 +83,42 @@ struct RawEvent {
     kind: Option<String>,
 }
 
+/// Why a body is not the spec's webhook payload (kept, with this reason, as
+/// unreadable).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("not the webhook payload: {0}")]
+    NotThePayload(String),
+    #[error("HandlingUnit names no unit (no Spi, no Reference)")]
+    NoUnit,
+    #[error("HandlingUnit.Events is empty")]
+    NoEvents,
+    #[error("HandlingUnit.Events[{0}] has no AlertType")]
+    NoAlertType(usize),
+}
+
 /// The events a body carries, or why it is not the spec's shape: a JSON
 /// object with a `HandlingUnit` naming its unit (`Spi` or `Reference`) and
 /// at least one event with an `AlertType`.
-pub fn events(body: &[u8]) -> Result<Vec<Event>, String> {
+pub fn events(body: &[u8]) -> Result<Vec<Event>, Unreadable> {
     let body: Body =
-        serde_json::from_slice(body).map_err(|e| format!("not the webhook payload: {e}"))?;
+        serde_json::from_slice(body).map_err(|e| Unreadable::NotThePayload(e.to_string()))?;
     let unit = body.handling_unit;
     let spi = unit.spi.unwrap_or_default();
     let reference = unit.reference.unwrap_or_default();
     if spi.is_empty() && reference.is_empty() {
-        return Err("HandlingUnit names no unit (no Spi, no Reference)".into());
+        return Err(Unreadable::NoUnit);
     }
     let raw = unit.events.unwrap_or_default();
     if raw.is_empty() {
-        return Err("HandlingUnit.Events is empty".into());
+        return Err(Unreadable::NoEvents);
     }
     raw.into_iter()
         .enumerate()
         .map(|(i, e)| {
             let alert_type = e.alert_type.unwrap_or_default();
             if alert_type.is_empty() {
-                return Err(format!("HandlingUnit.Events[{i}] has no AlertType"));
+                return Err(Unreadable::NoAlertType(i));
             }
             Ok(Event {
                 spi: spi.clone(),
@@ -170,7 +184,7 @@ mod tests {
             ),
         ];
         for (body, why) in cases {
-            let err = events(body.as_bytes()).unwrap_err();
+            let err = events(body.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(why), "{body}: {err}");
         }
     }

@@ -76,7 +76,17 @@ impl Counters {
 
 struct Job {
     delivery: Delivery,
-    done: oneshot::Sender<Result<Stored, String>>,
+    done: oneshot::Sender<Result<Stored, NotStored>>,
+}
+
+/// A delivery the events store could not commit (the receiver answers
+/// 503, so the sender tries again).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotStored {
+    #[error("the events writer has stopped")]
+    WriterStopped,
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The thread that owns the events store and commits deliveries in groups.
@@ -106,9 +116,9 @@ impl Writer {
                         }
                     }
                     Err(e) => {
-                        let message = format!("{e:#}");
+                        let error = NotStored::Store(format!("{e:#}"));
                         for done in waiting {
-                            let _ = done.send(Err(message.clone()));
+                            let _ = done.send(Err(error.clone()));
                         }
                     }
                 }
@@ -118,13 +128,12 @@ impl Writer {
     }
 
     /// Stores one delivery; resolves once it is committed.
-    pub async fn store(&self, delivery: Delivery) -> Result<Stored, String> {
+    pub async fn store(&self, delivery: Delivery) -> Result<Stored, NotStored> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Job { delivery, done })
-            .map_err(|_| "the events writer has stopped".to_string())?;
-        wait.await
-            .unwrap_or_else(|_| Err("the events writer has stopped".to_string()))
+            .map_err(|_| NotStored::WriterStopped)?;
+        wait.await.unwrap_or(Err(NotStored::WriterStopped))
     }
 
     /// Waits for the last commits.
@@ -204,9 +213,9 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     };
     let delivery = match payload::events(&body) {
         Ok(events) => Delivery::Events(events),
-        Err(reason) => Delivery::Unreadable {
+        Err(unreadable) => Delivery::Unreadable {
             body: body.to_vec(),
-            reason,
+            reason: unreadable.to_string(),
         },
     };
     match app.writer.store(delivery).await {
