@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{DefaultArgs, ProgressMode, Rate, RunArgs};
+use crate::cli::{DefaultArgs, ProgressMode, RunArgs};
 use crate::error::UsageError;
 use crate::input::{Defaults, ReadOptions};
+use crate::units::Rate;
 
 /// How requests are sent.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ pub mod spec;
 pub mod store;
 pub mod summary;
 pub mod timeline;
+pub mod units;
 pub mod webhooks;
 pub mod words;
 

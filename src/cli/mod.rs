@@ -10,11 +10,15 @@
 mod webhooks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 pub use webhooks::{EventsExportArgs, ServeArgs, UrlArgs, WebhooksCommand};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use crate::units::{Rate, parse_duration, parse_fraction};
+
+/// The state file every command uses when `--state` is not given.
+pub const DEFAULT_STATE: &str = "trackmass.db";
 
 /// `--version`: the crate's version, the commit and the build date.
 pub(crate) const VERSION: &str = concat!(
@@ -149,7 +153,7 @@ page cannot be written.";
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// State file to read (never written; may be in use by a run).
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 
     /// The invocation to show (run, resume or retry), as `status` numbers
@@ -169,7 +173,7 @@ pub struct ShowArgs {
     pub references: Vec<String>,
 
     /// State file to read (never written; may be in use by a run).
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 
     /// Print JSON on stdout, for scripts.
@@ -318,7 +322,7 @@ pub enum ProgressMode {
 pub struct FileArgs {
     /// State file (SQLite): the ledger of documents, what is owed and every
     /// answer; each run on it also sends what earlier runs left pending.
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 
     /// Results CSV: one line per tracked handling unit.
@@ -501,7 +505,7 @@ pub struct ValidateArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// State file to read (never written).
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 
     /// Print JSON on stdout, for scripts.
@@ -514,7 +518,7 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct ContinueArgs {
     /// State file (the ledger of documents).
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 
     /// Results CSV [default: the run's]
@@ -613,7 +617,7 @@ pub enum RetryStatus {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// State file to read (never written; may be in use by a run).
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 
     /// Results file to write [default: results.csv, or results.ndjson
@@ -710,214 +714,155 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "2%", value_parser = parse_fraction, value_name = "FRACTION")]
     pub unknown_rate: f64,
 
+    #[command(flatten)]
+    pub gateway: SandboxGatewayArgs,
+
+    #[command(flatten)]
+    pub faults: SandboxFaultArgs,
+
+    #[command(flatten)]
+    pub webhooks: SandboxWebhookArgs,
+}
+
+/// The sandbox's API Management gateway: rate limit and quota.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Gateway")]
+pub struct SandboxGatewayArgs {
     /// The gateway's rate limit per subscription key, N/s or N/min: calls
     /// beyond it get 429 with Retry-After.
-    #[arg(long, value_parser = parse_whole_rate, value_name = "RATE", help_heading = "Gateway")]
+    #[arg(long, value_parser = parse_whole_rate, value_name = "RATE")]
     pub rate_limit: Option<Rate>,
 
     /// How --rate-limit counts calls: a sliding window over its period
     /// (APIM's rate-limit-by-key), or a token bucket holding one period's
     /// calls (a burst after an idle spell, then the rate).
-    #[arg(long, value_enum, default_value_t = crate::sandbox::LimitKind::Window, value_name = "KIND", help_heading = "Gateway")]
+    #[arg(long, value_enum, default_value_t = crate::sandbox::LimitKind::Window, value_name = "KIND")]
     pub rate_limit_kind: crate::sandbox::LimitKind,
 
     /// Answers carry the IETF rate-limit fields: `RateLimit-Policy`
     /// ("sandbox";q=CALLS;w=SECONDS) and `RateLimit` ("sandbox";r=LEFT;
     /// t=SECONDS until calls free). trackmass slows down before a 429 when
     /// it reads them.
-    #[arg(long, requires = "rate_limit", help_heading = "Gateway")]
+    #[arg(long, requires = "rate_limit")]
     pub rate_limit_headers: bool,
 
     /// The gateway's call quota: once N calls are spent, 403 "Out of call
     /// volume quota" with Retry-After until the period ends.
-    #[arg(long, value_name = "N", help_heading = "Gateway")]
+    #[arg(long, value_name = "N")]
     pub quota: Option<u64>,
 
     /// Period of --quota, from the first call.
-    #[arg(long, default_value = "1day", value_parser = parse_duration, value_name = "DURATION", help_heading = "Gateway")]
+    #[arg(long, default_value = "1day", value_parser = parse_duration, value_name = "DURATION")]
     pub quota_period: Duration,
+}
 
+/// Faults the sandbox injects between its gateway and its service.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Faults (rates as 0.01 or 1%)")]
+pub struct SandboxFaultArgs {
     /// A realistic mix of faults: 20 ms + up to 80 ms latency, 1% 500, 1%
     /// 502, 2% 503, 1% 504, 1% dropped connections, 0.5% answers that never
     /// come, 0.5% malformed and 0.5% truncated 201 bodies. The flags below
     /// override single values.
-    #[arg(long, help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long)]
     pub chaos: bool,
 
     /// Fixed delay added to every answer.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub latency: Option<Duration>,
 
     /// Random extra delay, uniform between zero and this.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub latency_spread: Option<Duration>,
 
     /// Share of 429 answers (Retry-After: 1) whatever the pace, as from a
     /// gateway that throttles for reasons of its own.
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_429: Option<f64>,
 
     /// Share of 500 answers (half of them after the tracking was created).
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_500: Option<f64>,
 
     /// Share of 502 answers with a proxy's HTML page (nothing created).
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_502: Option<f64>,
 
     /// Share of 503 answers with Retry-After (nothing created).
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_503: Option<f64>,
 
     /// Share of 504 answers (half of them after the tracking was created).
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_504: Option<f64>,
 
     /// Share of connections closed without an answer (half of them after
     /// the tracking was created).
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_drop: Option<f64>,
 
     /// Share of answers that never come (for --hang-for, then a 500), to
     /// exercise client timeouts.
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_hang: Option<f64>,
 
     /// How long a hanging answer holds.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub hang_for: Option<Duration>,
 
     /// Share of 201 answers whose body is not valid JSON.
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_malformed: Option<f64>,
 
     /// Share of 201 answers cut short by a closed connection.
-    #[arg(long, value_parser = parse_fraction, value_name = "RATE", help_heading = "Faults (rates as 0.01 or 1%)")]
+    #[arg(long, value_parser = parse_fraction, value_name = "RATE")]
     pub fault_truncate: Option<f64>,
+}
 
+/// The webhook calls the sandbox makes for its trackings.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Webhooks (beyond the spec)")]
+pub struct SandboxWebhookArgs {
     /// POST the spec's webhook payload (one per handling unit and event) to
     /// this URL plus the path of the url a tracking registered, a little
     /// after its first creation. The spec's url pattern refuses local
     /// addresses; this redirects them, e.g. http://127.0.0.1:8787.
-    #[arg(long, value_name = "URL", help_heading = "Webhooks (beyond the spec)")]
+    #[arg(long, value_name = "URL")]
     pub deliver_webhooks_to: Option<String>,
 
     /// Delay between a creation and its first webhook call.
-    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub webhook_delay: Duration,
 
     /// Retries of a webhook call not answered 2xx in time (then given up).
-    #[arg(
-        long,
-        default_value = "5",
-        value_name = "N",
-        help_heading = "Webhooks (beyond the spec)"
-    )]
+    #[arg(long, default_value = "5", value_name = "N")]
     pub webhook_retries: u32,
 
     /// Wait before the first retry of a webhook call, doubling after.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
     pub webhook_backoff: Duration,
 
     /// How long a webhook call waits for its answer.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub webhook_timeout: Duration,
 
     /// Share of delivered events sent a second time (at-least-once).
-    #[arg(long, default_value = "0", value_parser = parse_fraction, value_name = "RATE", help_heading = "Webhooks (beyond the spec)")]
+    #[arg(long, default_value = "0", value_parser = parse_fraction, value_name = "RATE")]
     pub webhook_duplicates: f64,
 
     /// Events per unit, 1 to 6: Creation, then Loading, Departure, Arrival,
     /// Discharge, GateOut (the sandbox's invention: only Creation is
     /// documented).
-    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=6), value_name = "N", help_heading = "Webhooks (beyond the spec)")]
+    #[arg(long, default_value = "1", value_parser = clap::value_parser!(u32).range(1..=6), value_name = "N")]
     pub webhook_events: u32,
 
     /// Between two events of one unit.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Webhooks (beyond the spec)")]
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub webhook_spacing: Duration,
 }
 
-/// A request rate: `count` requests per `period`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
-    pub count: f64,
-    pub period: Duration,
-}
-
-impl Rate {
-    /// Time between two requests at this rate, rounded up to the
-    /// nanosecond (never faster than the rate).
-    pub fn interval(&self) -> Duration {
-        let nanos = (self.period.as_nanos() as f64 / self.count).ceil();
-        Duration::from_nanos(nanos as u64)
-    }
-
-    /// Requests per second.
-    pub fn per_second(&self) -> f64 {
-        self.count / self.period.as_secs_f64()
-    }
-}
-
-impl std::fmt::Display for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unit = match self.period.as_secs() {
-            1 => "s",
-            60 => "min",
-            _ => "h",
-        };
-        write!(f, "{}/{unit}", self.count)
-    }
-}
-
-impl FromStr for Rate {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Rate, String> {
-        let usage = || format!("{s:?} is not a rate; write it like 10/s, 600/min or 20000/h");
-        let (count, unit) = s.trim().split_once('/').ok_or_else(usage)?;
-        let count: f64 = count.trim().parse().map_err(|_| usage())?;
-        if !count.is_finite() || count <= 0.0 {
-            return Err(format!("{s:?}: the rate must be above zero"));
-        }
-        let period = match unit.trim() {
-            "s" | "sec" | "second" => Duration::from_secs(1),
-            "m" | "min" | "minute" => Duration::from_secs(60),
-            "h" | "hour" => Duration::from_secs(3600),
-            _ => return Err(usage()),
-        };
-        let rate = Rate { count, period };
-        if rate.interval() < Duration::from_micros(10) {
-            return Err(format!("{s:?}: at most 100000/s"));
-        }
-        if rate.interval() > Duration::from_secs(3600) {
-            return Err(format!("{s:?}: at least 1/h"));
-        }
-        Ok(rate)
-    }
-}
-
-impl serde::Serialize for Rate {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Rate {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A duration written as a person would: `30s`, `6h`, `1h30m`, `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 30s, 5m or 6h"))
-}
-
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
     if d.is_zero() {
         return Err("the timeout must be above zero".into());
     }
@@ -929,23 +874,11 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A share: `0.02` or `2%`, between 0 and 1.
-pub fn parse_fraction(s: &str) -> Result<f64, String> {
-    let t = s.trim();
-    let value = match t.strip_suffix('%') {
-        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
-        None => t.parse::<f64>(),
-    }
-    .map_err(|_| format!("{s:?} is not a share; write it like 0.02 or 2%"))?;
-    if !(0.0..=1.0).contains(&value) {
-        return Err(format!("{s:?}: a share is between 0 and 1 (0% and 100%)"));
-    }
-    Ok(value)
-}
-
 /// A rate with a whole number of calls, as gateways count them.
 fn parse_whole_rate(s: &str) -> Result<Rate, String> {
-    let rate: Rate = s.parse()?;
+    let rate: Rate = s
+        .parse()
+        .map_err(|e: crate::units::BadValue| e.to_string())?;
     if rate.count.fract() != 0.0 {
         return Err(format!("{s:?}: the gateway counts whole calls per period"));
     }
@@ -953,7 +886,7 @@ fn parse_whole_rate(s: &str) -> Result<Rate, String> {
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
+    let d = parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(100) {
         return Err(format!("{s}: at least 100ms"));
     }
@@ -983,33 +916,16 @@ mod tests {
     }
 
     #[test]
-    fn rates_read_like_a_person_writes_them() {
-        let r: Rate = "50/s".parse().unwrap();
-        assert_eq!(r.interval(), Duration::from_millis(20));
-        let r: Rate = "600/min".parse().unwrap();
-        assert_eq!(r.interval(), Duration::from_millis(100));
-        assert_eq!(r.per_second(), 10.0);
-        let r: Rate = "1800/h".parse().unwrap();
-        assert_eq!(r.interval(), Duration::from_secs(2));
-        let r: Rate = "0.5/s".parse().unwrap();
-        assert_eq!(r.interval(), Duration::from_secs(2));
-        assert_eq!("600/min".parse::<Rate>().unwrap().to_string(), "600/min");
-    }
-
-    #[test]
-    fn bad_rates_say_how_to_write_one() {
-        for bad in ["10", "10/day", "/s", "0/s", "-1/s", "abc/s", "1e9/s"] {
-            let err = bad.parse::<Rate>().unwrap_err();
-            assert!(err.contains(bad), "{err}");
-        }
-    }
-
-    #[test]
     fn durations_and_timeouts() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(6 * 3600));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("soon").unwrap_err().contains("30s"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .to_string()
+                .contains("30s")
+        );
         assert!(parse_timeout("240s").unwrap_err().contains("240"));
         assert!(parse_timeout("0s").is_err());
         assert_eq!(parse_timeout("239s").unwrap(), Duration::from_secs(239));

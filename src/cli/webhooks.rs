@@ -32,7 +32,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct EventsExportArgs {
     /// State file whose events store (STATE.events) and ledger are read.
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = super::DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 
     /// CSV to write (`-` for standard output).
@@ -65,7 +65,7 @@ pub struct ServeArgs {
 
     /// State file whose webhook token and events store (STATE.events) are
     /// used; the state file itself is neither locked nor written.
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = super::DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 }
 
@@ -77,6 +77,6 @@ pub struct UrlArgs {
     pub base: String,
 
     /// State file the token is kept beside.
-    #[arg(long, default_value = "trackmass.db", value_name = "PATH")]
+    #[arg(long, default_value = super::DEFAULT_STATE, value_name = "PATH")]
     pub state: PathBuf,
 }

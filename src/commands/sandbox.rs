@@ -36,24 +36,24 @@ pub async fn execute(args: &SandboxArgs) -> Result<Exit> {
 /// The sandbox's configuration from its flags: `--chaos` first, then each
 /// explicit fault flag over it.
 pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
-    let base = if args.chaos {
+    let base = if args.faults.chaos {
         Faults::chaos()
     } else {
         Faults::default()
     };
     let faults = Faults {
-        latency: args.latency.unwrap_or(base.latency),
-        latency_spread: args.latency_spread.unwrap_or(base.latency_spread),
-        status_429: args.fault_429.unwrap_or(base.status_429),
-        status_500: args.fault_500.unwrap_or(base.status_500),
-        status_502: args.fault_502.unwrap_or(base.status_502),
-        status_503: args.fault_503.unwrap_or(base.status_503),
-        status_504: args.fault_504.unwrap_or(base.status_504),
-        drop: args.fault_drop.unwrap_or(base.drop),
-        hang: args.fault_hang.unwrap_or(base.hang),
-        hang_for: args.hang_for.unwrap_or(base.hang_for),
-        malformed: args.fault_malformed.unwrap_or(base.malformed),
-        truncate: args.fault_truncate.unwrap_or(base.truncate),
+        latency: args.faults.latency.unwrap_or(base.latency),
+        latency_spread: args.faults.latency_spread.unwrap_or(base.latency_spread),
+        status_429: args.faults.fault_429.unwrap_or(base.status_429),
+        status_500: args.faults.fault_500.unwrap_or(base.status_500),
+        status_502: args.faults.fault_502.unwrap_or(base.status_502),
+        status_503: args.faults.fault_503.unwrap_or(base.status_503),
+        status_504: args.faults.fault_504.unwrap_or(base.status_504),
+        drop: args.faults.fault_drop.unwrap_or(base.drop),
+        hang: args.faults.fault_hang.unwrap_or(base.hang),
+        hang_for: args.faults.hang_for.unwrap_or(base.hang_for),
+        malformed: args.faults.fault_malformed.unwrap_or(base.malformed),
+        truncate: args.faults.fault_truncate.unwrap_or(base.truncate),
     };
     sandbox::Config {
         seed: args.seed,
@@ -62,27 +62,31 @@ pub fn config_from(args: &SandboxArgs) -> sandbox::Config {
         token_latency: args.token_latency,
         gateway_adds_grant_type: args.gateway_adds_grant_type,
         unknown_rate: args.unknown_rate,
-        rate_limit: args.rate_limit.map(|r| RateLimit {
+        rate_limit: args.gateway.rate_limit.map(|r| RateLimit {
             calls: r.count as u32,
             period: r.period,
         }),
-        rate_limit_kind: args.rate_limit_kind,
-        rate_limit_headers: args.rate_limit_headers,
-        quota: args.quota.map(|calls| Quota {
+        rate_limit_kind: args.gateway.rate_limit_kind,
+        rate_limit_headers: args.gateway.rate_limit_headers,
+        quota: args.gateway.quota.map(|calls| Quota {
             calls,
-            period: args.quota_period,
+            period: args.gateway.quota_period,
         }),
         faults,
-        webhooks: args.deliver_webhooks_to.clone().map(|target| Webhooks {
-            delay: args.webhook_delay,
-            retries: args.webhook_retries,
-            backoff: args.webhook_backoff,
-            timeout: args.webhook_timeout,
-            duplicates: args.webhook_duplicates,
-            events: args.webhook_events,
-            spacing: args.webhook_spacing,
-            ..Webhooks::to(target)
-        }),
+        webhooks: args
+            .webhooks
+            .deliver_webhooks_to
+            .clone()
+            .map(|target| Webhooks {
+                delay: args.webhooks.webhook_delay,
+                retries: args.webhooks.webhook_retries,
+                backoff: args.webhooks.webhook_backoff,
+                timeout: args.webhooks.webhook_timeout,
+                duplicates: args.webhooks.webhook_duplicates,
+                events: args.webhooks.webhook_events,
+                spacing: args.webhooks.webhook_spacing,
+                ..Webhooks::to(target)
+            }),
         ..sandbox::Config::default()
     }
 }
