@@ -10,37 +10,37 @@
 //! `main` turns into the process's end.
 
 pub mod api;
-pub mod attempt;
+pub(crate) mod attempt;
 pub mod cli;
 pub mod commands;
-pub mod config;
+pub(crate) mod config;
 pub mod config_file;
 pub mod engine;
 
 pub mod error;
 pub mod input;
-pub mod ledger;
-pub mod lock;
+pub(crate) mod ledger;
+pub(crate) mod lock;
 pub mod logging;
 pub mod os;
-pub mod output;
-pub mod pace;
+pub(crate) mod output;
+pub(crate) mod pace;
 pub mod page;
-pub mod paths;
+pub(crate) mod paths;
 pub mod progress;
-pub mod ratelimit;
-pub mod report;
+pub(crate) mod ratelimit;
+pub(crate) mod report;
 pub mod retry;
 pub mod sandbox;
-pub mod secret;
-pub mod sheet;
+pub(crate) mod secret;
+pub(crate) mod sheet;
 pub mod spec;
 pub mod store;
-pub mod summary;
-pub mod timeline;
-pub mod units;
-pub mod webhooks;
-pub mod words;
+pub(crate) mod summary;
+pub(crate) mod timeline;
+pub(crate) mod units;
+pub(crate) mod webhooks;
+pub(crate) mod words;
 
 use anyhow::Result;
 

@@ -32,13 +32,6 @@ pub struct Holder {
 #[derive(Debug)]
 pub struct StateLock {
     _file: File,
-    path: PathBuf,
-}
-
-impl StateLock {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// The lock file that goes with a state file (its resolved path plus
@@ -161,7 +154,7 @@ fn take(state: &Path, label: &str, in_use: &str, advice: &str) -> Result<StateLo
         .and_then(|()| file.write_all(json.as_bytes()))
         .and_then(|()| file.flush())
         .with_context(|| format!("{}: cannot write the lock file", path.display()))?;
-    Ok(StateLock { _file: file, path })
+    Ok(StateLock { _file: file })
 }
 
 /// The process that last took the lock of `state`, if it runs on this

@@ -379,11 +379,6 @@ impl Pace {
         self.paused_until.filter(|until| now < *until)
     }
 
-    /// Whether requests are paused at `now` (without booking anything).
-    pub fn is_paused(&self, now: Instant) -> bool {
-        self.paused_until(now).is_some()
-    }
-
     /// Books the next request: the time it may go (`now` if at once).
     pub fn reserve(&mut self, now: Instant) -> Instant {
         let mut earliest = now;

@@ -199,10 +199,6 @@ impl EventStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Stores deliveries in one transaction (one fsync for all of them):
     /// each event once, a redelivery counted on the stored row.
     pub fn store(&mut self, deliveries: &[Delivery], received_at: &str) -> Result<Vec<Stored>> {
