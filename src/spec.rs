@@ -43,6 +43,63 @@ pub const AGENT_CODE_MAX_CHARS: usize = 64;
 /// `TrackingBatchPost.url.pattern`, exactly as the spec writes it.
 pub const URL_PATTERN: &str = r"^(https?:\/\/)?([\da-z\.-]+)\.([a-z\.]{2,6})([\/\w \.-]*)*\/?$";
 
+/// The request's optional fields, each once with every name it goes by:
+/// in the JSON body, as a `run` flag, as an input column. The reader, the
+/// flags' check and the header mapping all read this table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestField {
+    Way,
+    Place,
+    AgentCode,
+    Url,
+}
+
+impl RequestField {
+    /// In the body's property order.
+    pub const ALL: [RequestField; 4] = [
+        RequestField::Way,
+        RequestField::Place,
+        RequestField::AgentCode,
+        RequestField::Url,
+    ];
+
+    /// Its name in the request body (and in the result files' headers).
+    pub fn json(self) -> &'static str {
+        match self {
+            RequestField::Way => "way",
+            RequestField::Place => "place",
+            RequestField::AgentCode => "agentCode",
+            RequestField::Url => "url",
+        }
+    }
+
+    /// The `run` flag that gives a default for it (without `--`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            RequestField::Way => "way",
+            RequestField::Place => "place",
+            RequestField::AgentCode => "agent-code",
+            RequestField::Url => "webhook-url",
+        }
+    }
+
+    /// The input column names it is read from, normalised (lowercase,
+    /// without `_`, `-` and spaces).
+    pub fn headers(self) -> &'static [&'static str] {
+        match self {
+            RequestField::Way => &["way"],
+            RequestField::Place => &["place"],
+            RequestField::AgentCode => &["agentcode"],
+            RequestField::Url => &["url", "webhookurl"],
+        }
+    }
+
+    /// The field of this body name, if it is one of these.
+    pub fn from_json(name: &str) -> Option<RequestField> {
+        RequestField::ALL.into_iter().find(|f| f.json() == name)
+    }
+}
+
 /// The property names `TrackingBatchPost` allows (`additionalProperties: false`).
 pub const BODY_PROPERTIES: [&str; 5] = ["documentReference", "way", "place", "agentCode", "url"];
 
@@ -79,6 +136,21 @@ pub fn char_len(value: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_optional_fields_are_the_bodys_properties_after_the_reference() {
+        let names: Vec<&str> = std::iter::once("documentReference")
+            .chain(RequestField::ALL.iter().map(|f| f.json()))
+            .collect();
+        assert_eq!(names, BODY_PROPERTIES);
+        for field in RequestField::ALL {
+            assert_eq!(RequestField::from_json(field.json()), Some(field));
+            // A column named as in the body is read as that field.
+            let normalised = field.json().to_lowercase();
+            assert!(field.headers().contains(&normalised.as_str()), "{field:?}");
+        }
+        assert_eq!(RequestField::from_json("documentReference"), None);
+    }
 
     #[test]
     fn url_pattern_accepts_what_the_spec_example_uses() {

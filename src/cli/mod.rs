@@ -916,6 +916,20 @@ mod tests {
     }
 
     #[test]
+    fn each_request_field_has_the_run_flag_its_table_names() {
+        let command = Cli::command();
+        let run = command.find_subcommand("run").expect("run");
+        for field in crate::spec::RequestField::ALL {
+            assert!(
+                run.get_arguments()
+                    .any(|a| a.get_long() == Some(field.flag())),
+                "run has no --{}",
+                field.flag()
+            );
+        }
+    }
+
+    #[test]
     fn durations_and_timeouts() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(6 * 3600));

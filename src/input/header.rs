@@ -1,6 +1,8 @@
 //! The header mapping: which column holds which field, found by name
 //! (aliases, case and spacing forgiven) or by `--column`.
 
+use crate::spec::RequestField;
+
 /// Where each field lives in a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Columns {
@@ -14,17 +16,31 @@ pub struct Columns {
 }
 
 impl Columns {
+    /// The column of an optional field, if the header has one.
+    pub fn of(&self, field: RequestField) -> Option<usize> {
+        match field {
+            RequestField::Way => self.way,
+            RequestField::Place => self.place,
+            RequestField::AgentCode => self.agent_code,
+            RequestField::Url => self.url,
+        }
+    }
+
+    fn slot(&mut self, field: RequestField) -> &mut Option<usize> {
+        match field {
+            RequestField::Way => &mut self.way,
+            RequestField::Place => &mut self.place,
+            RequestField::AgentCode => &mut self.agent_code,
+            RequestField::Url => &mut self.url,
+        }
+    }
+
     /// The columns read, by index, with the field each fills.
     pub fn used(&self) -> Vec<(usize, &'static str)> {
         let mut used = vec![(self.document_reference, "documentReference")];
-        for (index, field) in [
-            (self.way, "way"),
-            (self.place, "place"),
-            (self.agent_code, "agentCode"),
-            (self.url, "url"),
-        ] {
-            if let Some(i) = index {
-                used.push((i, field));
+        for field in RequestField::ALL {
+            if let Some(i) = self.of(field) {
+                used.push((i, field.json()));
             }
         }
         used.sort();
@@ -113,12 +129,12 @@ pub fn map_columns(header: &[String], column: Option<&str>) -> Result<Columns, H
             found_reference = Some(i);
             continue;
         } else {
-            match key.as_str() {
-                "way" => &mut columns.way,
-                "place" => &mut columns.place,
-                "agentcode" => &mut columns.agent_code,
-                "url" | "webhookurl" => &mut columns.url,
-                _ => continue,
+            match RequestField::ALL
+                .into_iter()
+                .find(|f| f.headers().contains(&key.as_str()))
+            {
+                Some(field) => columns.slot(field),
+                None => continue,
             }
         };
         if slot.is_none() {

@@ -47,10 +47,9 @@ fn as_flags(problems: &[Problem]) -> String {
 }
 
 fn flag_name(field: &str) -> &str {
-    match field {
-        "agentCode" => "agent-code",
-        "url" => "webhook-url",
-        other => other,
+    match spec::RequestField::from_json(field) {
+        Some(request_field) => request_field.flag(),
+        None => field,
     }
 }
 
