@@ -399,20 +399,79 @@ fn output_paths(case: &Case) -> Vec<String> {
     vec![out, failures]
 }
 
+/// Runs one case of the corpus and checks it in named steps, collecting
+/// every problem before failing, so that one report says all that is wrong.
 fn run_case(name: &str) {
     let case = case(name);
     let sandbox = TestSandbox::start();
     let work = Workdir::new();
+    prepare_input_and_state(&case, &work);
+    let state_before = std::fs::read(work.path("trackmass.db")).ok();
+    let out = run_as_written(&case, &sandbox, &work);
+    let mut problems = Problems::default();
+    let summary = check_every_case(&mut problems, &case, &work, &out);
+    if case.refused {
+        check_refused(
+            &mut problems,
+            &case,
+            &sandbox,
+            &work,
+            &summary,
+            state_before.as_deref(),
+        );
+    } else {
+        check_results_file(&mut problems, &case, &sandbox, &work);
+        check_failures_file(&mut problems, &case, &work, &stderr(&out));
+        check_sent_and_counted(&mut problems, &case, &sandbox, &summary);
+    }
+    problems.report(&case, &out);
+}
+
+/// What a case found wrong.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, problem: String) {
+        if !ok {
+            self.0.push(problem);
+        }
+    }
+
+    /// Fails with every problem, and the run's output, if there is any.
+    fn report(&self, case: &Case, out: &std::process::Output) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut report = format!("case {} ({}):\n", case.name, case.about);
+        for p in &self.0 {
+            let _ = writeln!(report, "  - {p}");
+        }
+        let _ = write!(
+            report,
+            "--- stdout\n{}\n--- stderr\n{}",
+            clip_block(&stdout(out)),
+            clip_block(&stderr(out))
+        );
+        panic!("{report}");
+    }
+}
+
+/// Puts the case's input and state file in `work`.
+fn prepare_input_and_state(case: &Case, work: &Workdir) {
     match case.generate.as_deref() {
         Some(kind) => generate(kind, &work.path(&case.input)),
         None => {
             std::fs::copy(Path::new(CORPUS).join(&case.input), work.path(&case.input)).unwrap();
         }
     }
-    prepare_state(&work, &case);
-    let state_path = work.path("trackmass.db");
-    let state_before = std::fs::read(&state_path).ok();
-    let as_nobody = prepare_setup(&work, &case);
+    prepare_state(work, case);
+}
+
+/// Sets the case's setup up in `work` and runs it against `sandbox` (as
+/// nobody when the setup asks), then undoes the setup.
+fn run_as_written(case: &Case, sandbox: &TestSandbox, work: &Workdir) -> std::process::Output {
+    let as_nobody = prepare_setup(work, case);
     let mut cmd = if as_nobody {
         use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
@@ -421,35 +480,37 @@ fn run_case(name: &str) {
         let bin = work.path("trackmass-as-nobody");
         std::fs::copy(env!("CARGO_BIN_EXE_trackmass"), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut cmd = work.run_against_at(&bin, &sandbox, &case.input);
+        let mut cmd = work.run_against_at(&bin, sandbox, &case.input);
         cmd.uid(65534).gid(65534);
         cmd
     } else {
-        work.run_against(&sandbox, &case.input)
+        work.run_against(sandbox, &case.input)
     };
     cmd.args(["--summary", "summary.json"]).args(&case.args);
     let out = output(&mut cmd);
-    undo_setup(&work, &case);
+    undo_setup(work, case);
+    out
+}
 
-    let err = stderr(&out);
-    let text = stdout(&out);
-    let mut problems: Vec<String> = Vec::new();
-    let mut check = |ok: bool, problem: String| {
-        if !ok {
-            problems.push(problem);
-        }
-    };
-
-    // Every case: its exit status, its words, no panic, no flood.
-    check(
+/// Every case: its exit status, its words, no panic, no flood, no
+/// temporary file left, a summary. Returns the summary.
+fn check_every_case(
+    problems: &mut Problems,
+    case: &Case,
+    work: &Workdir,
+    out: &std::process::Output,
+) -> serde_json::Value {
+    let err = stderr(out);
+    let text = stdout(out);
+    problems.check(
         out.status.code() == Some(case.exit),
         format!("exit status {:?}, expected {}", out.status, case.exit),
     );
-    check(
+    problems.check(
         !err.contains("panicked"),
         "panicked (see stderr)".to_string(),
     );
-    check(
+    problems.check(
         err.len() <= MAX_STDERR_BYTES,
         format!(
             "stderr is {} bytes (a message must not echo the input)",
@@ -457,228 +518,246 @@ fn run_case(name: &str) {
         ),
     );
     for wanted in &case.stderr {
-        check(
+        problems.check(
             err.contains(wanted.as_str()),
             format!("stderr lacks {wanted:?}"),
         );
     }
     for wanted in &case.stdout {
-        check(
+        problems.check(
             text.contains(wanted.as_str()),
             format!("stdout lacks {wanted:?}"),
         );
     }
     let leftovers = temp_files(work.dir.path());
-    check(
+    problems.check(
         leftovers.is_empty(),
         format!("temporary files left: {leftovers:?}"),
     );
     let summary: Option<serde_json::Value> = std::fs::read_to_string(work.path("summary.json"))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok());
-    check(
+    problems.check(
         summary.is_some(),
         "no readable summary.json (--summary is written also when a run fails)".into(),
     );
     let summary = summary.unwrap_or_default();
-    check(
+    problems.check(
         summary["exit_code"] == case.exit,
         format!(
             "summary exit_code {}, expected {}",
             summary["exit_code"], case.exit
         ),
     );
+    summary
+}
 
-    if case.refused {
-        // Refused as a whole: nothing sent, nothing written, state intact.
-        check(
-            sandbox.traffic() == (0, 0),
+/// Refused as a whole: nothing sent, nothing written, state intact.
+fn check_refused(
+    problems: &mut Problems,
+    case: &Case,
+    sandbox: &TestSandbox,
+    work: &Workdir,
+    summary: &serde_json::Value,
+    state_before: Option<&[u8]>,
+) {
+    problems.check(
+        sandbox.traffic() == (0, 0),
+        format!(
+            "the sandbox was reached: (requests, tokens) = {:?}",
+            sandbox.traffic()
+        ),
+    );
+    for file in output_paths(case) {
+        problems.check(
+            !work.path(&file).exists(),
+            format!("{file} was written by a refused run"),
+        );
+    }
+    problems.check(
+        summary["outcome"] == "error",
+        format!("summary outcome {}, expected \"error\"", summary["outcome"]),
+    );
+    if let Some(before) = state_before {
+        let after = std::fs::read(work.path("trackmass.db")).unwrap_or_default();
+        problems.check(
+            *before == after,
             format!(
-                "the sandbox was reached: (requests, tokens) = {:?}",
-                sandbox.traffic()
+                "the state file changed ({} bytes before, {} after)",
+                before.len(),
+                after.len()
             ),
         );
-        for file in output_paths(&case) {
-            check(
-                !work.path(&file).exists(),
-                format!("{file} was written by a refused run"),
-            );
-        }
-        check(
-            summary["outcome"] == "error",
-            format!("summary outcome {}, expected \"error\"", summary["outcome"]),
+        let wal = std::fs::metadata(work.path("trackmass.db-wal")).map_or(0, |m| m.len());
+        problems.check(
+            wal == 0,
+            format!("the state file has a {wal}-byte write-ahead log"),
         );
-        if let Some(before) = &state_before {
-            let after = std::fs::read(&state_path).unwrap_or_default();
-            check(
-                *before == after,
-                format!(
-                    "the state file changed ({} bytes before, {} after)",
-                    before.len(),
-                    after.len()
-                ),
+    }
+}
+
+/// Finished: `results.csv` holds exactly what the sandbox created for the
+/// case's tracked references.
+fn check_results_file(problems: &mut Problems, case: &Case, sandbox: &TestSandbox, work: &Workdir) {
+    let expected_results: Vec<Vec<String>> = sandbox
+        .expected_results(&case.tracked)
+        .into_iter()
+        .map(|line| line.iter().map(|c| neutralised(c)).collect())
+        .collect();
+    match read_table(&work.path("results.csv")) {
+        Err(e) => problems.check(false, format!("results.csv: {e}")),
+        Ok((header, rows)) => {
+            problems.check(
+                header
+                    == [
+                        "documentReference",
+                        "trackingId",
+                        "spi",
+                        "reference",
+                        "agentCode",
+                    ],
+                format!("results.csv header {header:?}"),
             );
-            let wal = std::fs::metadata(work.path("trackmass.db-wal")).map_or(0, |m| m.len());
-            check(
-                wal == 0,
-                format!("the state file has a {wal}-byte write-ahead log"),
-            );
-        }
-    } else {
-        // Finished: complete files, every row accounted for.
-        let expected_results: Vec<Vec<String>> = sandbox
-            .expected_results(&case.tracked)
-            .into_iter()
-            .map(|line| line.iter().map(|c| neutralised(c)).collect())
-            .collect();
-        match read_table(&work.path("results.csv")) {
-            Err(e) => check(false, format!("results.csv: {e}")),
-            Ok((header, rows)) => {
-                check(
-                    header
-                        == [
-                            "documentReference",
-                            "trackingId",
-                            "spi",
-                            "reference",
-                            "agentCode",
-                        ],
-                    format!("results.csv header {header:?}"),
-                );
-                let got: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| {
-                        ["documentReference", "trackingId", "spi", "reference"]
-                            .iter()
-                            .map(|k| r.get(*k).cloned().unwrap_or_default())
-                            .collect()
-                    })
-                    .collect();
-                check(
-                    got == expected_results,
-                    format!("results.csv is\n{got:?}\nexpected\n{expected_results:?}"),
-                );
-            }
-        }
-        match read_table(&work.path("failures.csv")) {
-            Err(e) => check(false, format!("failures.csv: {e}")),
-            Ok((header, rows)) => {
-                check(
-                    header.first().map(String::as_str) == Some("line")
-                        && header.len() == 13
-                        && header.contains(&"message".to_string()),
-                    format!("failures.csv header {header:?}"),
-                );
-                let got_lines: Vec<String> = rows.iter().map(|r| r["line"].clone()).collect();
-                let expected_lines: Vec<String> =
-                    case.reject.iter().map(|r| r.line.to_string()).collect();
-                check(
-                    got_lines == expected_lines,
-                    format!("failures.csv lines {got_lines:?}, expected {expected_lines:?}"),
-                );
-                for expected in &case.reject {
-                    let line = expected.line.to_string();
-                    let Some(row) = rows.iter().find(|r| r["line"] == line) else {
-                        continue;
-                    };
-                    let message = &row["message"];
-                    let field_prefix = format!("{}: ", expected.field);
-                    check(
-                        row["status"] == "rejected"
-                            && row["attempts"] == "0"
-                            && row["httpStatus"].is_empty(),
-                        format!(
-                            "line {line}: status {:?}, attempts {:?}, httpStatus {:?}",
-                            row["status"], row["attempts"], row["httpStatus"]
-                        ),
-                    );
-                    check(
-                        message.starts_with(&field_prefix)
-                            && message.contains(expected.says.as_str()),
-                        format!(
-                            "line {line}: message {} does not name {:?} and say {:?}",
-                            clip(message),
-                            expected.field,
-                            expected.says
-                        ),
-                    );
-                    check(
-                        message.chars().count() <= MAX_MESSAGE_CHARS,
-                        format!(
-                            "line {line}: the message is {} characters: {}",
-                            message.chars().count(),
-                            clip(message)
-                        ),
-                    );
-                    if let Some(reference) = &expected.reference {
-                        check(
-                            row["documentReference"] == neutralised(reference),
-                            format!(
-                                "line {line}: documentReference {}, expected {}",
-                                clip(&row["documentReference"]),
-                                clip(&neutralised(reference))
-                            ),
-                        );
-                    }
-                    let logged = format!("{}: line {line}: {}", case.input, expected.field);
-                    check(err.contains(&logged), format!("stderr lacks {logged:?}"));
-                }
-                if case.name == "field-10mb-place" {
-                    // The cell itself is kept, so the row can be corrected
-                    // from failures.csv.
-                    let kept = rows.first().map_or(0, |r| r["place"].len());
-                    check(
-                        kept == TEN_MIB,
-                        format!("failures.csv keeps {kept} bytes of the place"),
-                    );
-                }
-            }
-        }
-        // Each tracked reference sent once, nothing else sent.
-        let creations = sandbox.creations();
-        let expected_creations: BTreeMap<String, u64> =
-            case.tracked.iter().map(|r| (r.clone(), 1)).collect();
-        check(
-            creations == expected_creations,
-            format!("the sandbox created {creations:?}, expected {expected_creations:?}"),
-        );
-        if case.tracked.is_empty() {
-            check(
-                sandbox.traffic() == (0, 0),
-                format!(
-                    "nothing to send, yet (requests, tokens) = {:?}",
-                    sandbox.traffic()
-                ),
-            );
-        }
-        let counts = [
-            ("rows", case.rows.unwrap_or(0)),
-            ("rejected", case.reject.len() as u64),
-            ("duplicates", case.duplicates),
-            ("new", case.tracked.len() as u64),
-            ("requests", case.tracked.len() as u64),
-            ("tracked", case.tracked.len() as u64),
-        ];
-        for (key, expected) in counts {
-            check(
-                summary[key] == expected,
-                format!("summary {key} = {}, expected {expected}", summary[key]),
+            let got: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    ["documentReference", "trackingId", "spi", "reference"]
+                        .iter()
+                        .map(|k| r.get(*k).cloned().unwrap_or_default())
+                        .collect()
+                })
+                .collect();
+            problems.check(
+                got == expected_results,
+                format!("results.csv is\n{got:?}\nexpected\n{expected_results:?}"),
             );
         }
     }
+}
 
-    if !problems.is_empty() {
-        let mut report = format!("case {} ({}):\n", case.name, case.about);
-        for p in &problems {
-            let _ = writeln!(report, "  - {p}");
-        }
-        let _ = write!(
-            report,
-            "--- stdout\n{}\n--- stderr\n{}",
-            clip_block(&text),
-            clip_block(&err)
+/// Finished: `failures.csv` lists the case's rejects by line, each naming
+/// its field and saying what is wrong, and the log names the same lines.
+fn check_failures_file(problems: &mut Problems, case: &Case, work: &Workdir, err: &str) {
+    let (header, rows) = match read_table(&work.path("failures.csv")) {
+        Err(e) => return problems.check(false, format!("failures.csv: {e}")),
+        Ok(table) => table,
+    };
+    problems.check(
+        header.first().map(String::as_str) == Some("line")
+            && header.len() == 13
+            && header.contains(&"message".to_string()),
+        format!("failures.csv header {header:?}"),
+    );
+    let got_lines: Vec<String> = rows.iter().map(|r| r["line"].clone()).collect();
+    let expected_lines: Vec<String> = case.reject.iter().map(|r| r.line.to_string()).collect();
+    problems.check(
+        got_lines == expected_lines,
+        format!("failures.csv lines {got_lines:?}, expected {expected_lines:?}"),
+    );
+    for expected in &case.reject {
+        let line = expected.line.to_string();
+        let Some(row) = rows.iter().find(|r| r["line"] == line) else {
+            continue;
+        };
+        check_reject_row(problems, case, expected, row, err);
+    }
+    if case.name == "field-10mb-place" {
+        // The cell itself is kept, so the row can be corrected from
+        // failures.csv.
+        let kept = rows.first().map_or(0, |r| r["place"].len());
+        problems.check(
+            kept == TEN_MIB,
+            format!("failures.csv keeps {kept} bytes of the place"),
         );
-        panic!("{report}");
+    }
+}
+
+/// One reject's line of `failures.csv`, and its log line.
+fn check_reject_row(
+    problems: &mut Problems,
+    case: &Case,
+    expected: &ExpectedReject,
+    row: &BTreeMap<String, String>,
+    err: &str,
+) {
+    let line = expected.line.to_string();
+    let message = &row["message"];
+    let field_prefix = format!("{}: ", expected.field);
+    problems.check(
+        row["status"] == "rejected" && row["attempts"] == "0" && row["httpStatus"].is_empty(),
+        format!(
+            "line {line}: status {:?}, attempts {:?}, httpStatus {:?}",
+            row["status"], row["attempts"], row["httpStatus"]
+        ),
+    );
+    problems.check(
+        message.starts_with(&field_prefix) && message.contains(expected.says.as_str()),
+        format!(
+            "line {line}: message {} does not name {:?} and say {:?}",
+            clip(message),
+            expected.field,
+            expected.says
+        ),
+    );
+    problems.check(
+        message.chars().count() <= MAX_MESSAGE_CHARS,
+        format!(
+            "line {line}: the message is {} characters: {}",
+            message.chars().count(),
+            clip(message)
+        ),
+    );
+    if let Some(reference) = &expected.reference {
+        problems.check(
+            row["documentReference"] == neutralised(reference),
+            format!(
+                "line {line}: documentReference {}, expected {}",
+                clip(&row["documentReference"]),
+                clip(&neutralised(reference))
+            ),
+        );
+    }
+    let logged = format!("{}: line {line}: {}", case.input, expected.field);
+    problems.check(err.contains(&logged), format!("stderr lacks {logged:?}"));
+}
+
+/// Finished: each tracked reference sent once, nothing else sent, and the
+/// summary's counts are the case's.
+fn check_sent_and_counted(
+    problems: &mut Problems,
+    case: &Case,
+    sandbox: &TestSandbox,
+    summary: &serde_json::Value,
+) {
+    let creations = sandbox.creations();
+    let expected_creations: BTreeMap<String, u64> =
+        case.tracked.iter().map(|r| (r.clone(), 1)).collect();
+    problems.check(
+        creations == expected_creations,
+        format!("the sandbox created {creations:?}, expected {expected_creations:?}"),
+    );
+    if case.tracked.is_empty() {
+        problems.check(
+            sandbox.traffic() == (0, 0),
+            format!(
+                "nothing to send, yet (requests, tokens) = {:?}",
+                sandbox.traffic()
+            ),
+        );
+    }
+    let counts = [
+        ("rows", case.rows.unwrap_or(0)),
+        ("rejected", case.reject.len() as u64),
+        ("duplicates", case.duplicates),
+        ("new", case.tracked.len() as u64),
+        ("requests", case.tracked.len() as u64),
+        ("tracked", case.tracked.len() as u64),
+    ];
+    for (key, expected) in counts {
+        problems.check(
+            summary[key] == expected,
+            format!("summary {key} = {}, expected {expected}", summary[key]),
+        );
     }
 }
 
