@@ -244,213 +244,38 @@ fn main() {
 
     // 1. Overhead next to a raw load generator, same sandbox, same bodies.
     if want("overhead") {
-        let n = 50_000 / k;
-        let bench = Bench::fast();
-        let dir = tempdir();
-        let (m, s) = run_rows(&bench, dir.path(), n, &FAST);
-        let ours = s["requests"].as_f64().unwrap_or(0.0) / m.wall.as_secs_f64();
-        match wrk(&bench, dir.path(), n) {
-            Some(raw) => row(
-                "overhead: trackmass run vs wrk, 50k rows, no latency",
-                format!("{ours:.0} rows/s vs {raw:.0} req/s = {:.2}", ours / raw),
-                "small overhead (ratio near 1)",
-            ),
-            None => row(
-                "overhead: trackmass run, 50k rows, no latency",
-                format!("{ours:.0} rows/s (wrk not installed: apt-get install wrk)"),
-                "",
-            ),
-        }
+        overhead(k);
     }
 
     // 2. Rate accuracy against a gateway limited to the same rate.
     if want("rate") {
-        let n = 4000 / k;
-        let bench = Bench::start(sandbox::Config {
-            unknown_rate: 0.0,
-            rate_limit: Some(RateLimit {
-                calls: 200,
-                period: Duration::from_secs(1),
-            }),
-            ..sandbox::Config::default()
-        });
-        let dir = tempdir();
-        let (_, s) = run_rows(
-            &bench,
-            dir.path(),
-            n,
-            &["--rate", "200/s", "--concurrency", "32"],
-        );
-        let achieved =
-            s["requests"].as_f64().unwrap_or(0.0) / s["sending_seconds"].as_f64().unwrap_or(1.0);
-        row(
-            &format!("rate accuracy: --rate 200/s, gateway limit 200/s, {n} rows"),
-            format!(
-                "{:.3} of target, {} answered 429",
-                achieved / 200.0,
-                bench.outcome("rate_limited")
-            ),
-            "≥ 0.98, 0 × 429",
-        );
+        rate_accuracy(k);
     }
 
     // 3. The latency bound (Little's law): 64 in flight, 100 ms each.
     if want("latency") {
-        let n = 6400 / k;
-        let bench = Bench::with_latency(Duration::from_millis(100));
-        let dir = tempdir();
-        let (_, s) = run_rows(&bench, dir.path(), n, &FAST);
-        let achieved =
-            s["requests"].as_f64().unwrap_or(0.0) / s["sending_seconds"].as_f64().unwrap_or(1.0);
-        row(
-            &format!("latency bound: 100 ms, --concurrency 64, {n} rows"),
-            format!("{achieved:.0}/s = {:.3} of 640/s", achieved / 640.0),
-            "≥ 0.95",
-        );
+        latency_bound(k);
     }
 
     // 4. Scale: ingest + run + export, peak memory and wall time.
     let mut big_state: Option<(tempfile::TempDir, usize)> = None;
     if want("scale") || want("resume") {
-        let mut first_rss = None;
-        for n in [10_000, 100_000, 1_000_000].map(|n| n / k) {
-            let bench = Bench::fast();
-            let dir = tempdir();
-            let (run, s) = run_rows(&bench, dir.path(), n, &FAST);
-            let export = measure(bench.trackmass(dir.path()).args([
-                "export",
-                "--out",
-                "all.csv",
-                "--failures",
-                "f.csv",
-            ]));
-            let rss = run.peak_rss_mib.max(export.peak_rss_mib);
-            let base = *first_rss.get_or_insert(rss);
-            row(
-                &format!("scale: {n} rows (ingest + run + export)"),
-                format!(
-                    "{:.1} s ({:.0} rows/s), peak RSS {rss:.1} MiB ({:.2}× the 10k figure), export {:.1} s, exit {:?}",
-                    run.wall.as_secs_f64() + export.wall.as_secs_f64(),
-                    s["tracked"].as_f64().unwrap_or(0.0) / run.wall.as_secs_f64(),
-                    rss / base,
-                    export.wall.as_secs_f64(),
-                    run.code
-                ),
-                "time linear; < 100 MiB at 1M, ≤ 1.5× the 10k figure",
-            );
-            if n == 1_000_000 / k {
-                big_state = Some((dir, n));
-            }
-        }
+        big_state = scale(k);
     }
 
     // 5. Checkpoint cost: the same run with each durability, and on tmpfs.
     if want("checkpoint") {
-        let n = 50_000 / k;
-        let mut figures = Vec::new();
-        for (name, args, dir) in [
-            (
-                "--durability full (default), disk",
-                vec!["--durability", "full"],
-                tempdir(),
-            ),
-            (
-                "--durability normal, disk",
-                vec!["--durability", "normal"],
-                tempdir(),
-            ),
-            (
-                "--durability full, tmpfs (no disk at all)",
-                vec!["--durability", "full"],
-                tempfile::Builder::new()
-                    .prefix("trackmass-bench")
-                    .tempdir_in("/dev/shm")
-                    .unwrap_or_else(|_| tempdir()),
-            ),
-        ] {
-            let bench = Bench::fast();
-            let mut all = FAST.to_vec();
-            all.extend(args);
-            let (m, s) = run_rows(&bench, dir.path(), n, &all);
-            let rate = s["requests"].as_f64().unwrap_or(0.0) / m.wall.as_secs_f64();
-            figures.push(format!("{name}: {rate:.0} rows/s"));
-        }
-        row(
-            &format!("checkpoint cost: {n} rows"),
-            figures.join("; "),
-            "the cost of durability, measured",
-        );
+        checkpoint_cost(k);
     }
 
     // 6. Resume start-up on a big state file that is 99% done.
     if let Some((dir, n)) = big_state.filter(|_| want("resume")) {
-        let db = dir.path().join("trackmass.db");
-        let conn = rusqlite::Connection::open(&db).expect("state");
-        let pending = conn
-            .execute(
-                "UPDATE items SET status = 'pending', tracking_id = NULL, units = NULL
-                 WHERE id % 100 = 0 AND status = 'tracked'",
-                [],
-            )
-            .expect("mark 1% pending");
-        drop(conn);
-        let bench = Bench::fast();
-        let started = Instant::now();
-        let mut child = bench
-            .trackmass(dir.path())
-            .args(["resume", "--progress", "never", "-q"])
-            .args(["--base-url", &bench.sb().base_url()])
-            .args(["--token-url", &bench.sb().token_url()])
-            .spawn()
-            .expect("resume");
-        let mut first = None;
-        while started.elapsed() < Duration::from_secs(60) {
-            if bench.requests() > 0 {
-                first = Some(started.elapsed());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = child.wait();
-        row(
-            &format!("resume start-up: {n}-row state, {pending} pending"),
-            match first {
-                Some(t) => format!("{:.2} s to the first request", t.as_secs_f64()),
-                None => "no request within 60 s".into(),
-            },
-            "< 2 s",
-        );
+        resume_startup(dir, n);
     }
 
     // 7. Throughput against concurrency at 50 ms latency, for the plot.
     if want("sweep") {
-        let latency = 0.05;
-        let mut csv = String::from("concurrency,rows_per_second,littles_law\n");
-        let mut figures = Vec::new();
-        for c in [1, 2, 4, 8, 16, 32, 64, 128, 256] {
-            let bench = Bench::with_latency(Duration::from_millis(50));
-            let dir = tempdir();
-            // About 3 s of work at the bound.
-            let n = ((c as f64 / latency) * 3.0 / k as f64).max(30.0) as usize;
-            let concurrency = c.to_string();
-            let (_, s) = run_rows(
-                &bench,
-                dir.path(),
-                n,
-                &["--rate", "100000/s", "--concurrency", &concurrency],
-            );
-            let achieved = s["requests"].as_f64().unwrap_or(0.0)
-                / s["sending_seconds"].as_f64().unwrap_or(1.0);
-            csv.push_str(&format!("{c},{achieved:.1},{:.1}\n", c as f64 / latency));
-            figures.push(format!("{c}: {achieved:.0}"));
-        }
-        let path = out_dir.join("concurrency.csv");
-        let _ = std::fs::write(&path, csv);
-        row(
-            "throughput by concurrency at 50 ms (rows/s)",
-            format!("{} (data: {})", figures.join(", "), path.display()),
-            "on the Little's-law line c / 0.05 s until the machine's limit",
-        );
+        concurrency_sweep(k, &out_dir);
     }
 
     // 8. The quota: gateways that limit the rate, --rate a multiple of it.
@@ -468,6 +293,219 @@ fn main() {
     if want("webhooks") {
         webhooks(k);
     }
+}
+
+/// 1. Overhead next to a raw load generator, same sandbox, same bodies.
+fn overhead(k: usize) {
+    let n = 50_000 / k;
+    let bench = Bench::fast();
+    let dir = tempdir();
+    let (m, s) = run_rows(&bench, dir.path(), n, &FAST);
+    let ours = s["requests"].as_f64().unwrap_or(0.0) / m.wall.as_secs_f64();
+    match wrk(&bench, dir.path(), n) {
+        Some(raw) => row(
+            "overhead: trackmass run vs wrk, 50k rows, no latency",
+            format!("{ours:.0} rows/s vs {raw:.0} req/s = {:.2}", ours / raw),
+            "small overhead (ratio near 1)",
+        ),
+        None => row(
+            "overhead: trackmass run, 50k rows, no latency",
+            format!("{ours:.0} rows/s (wrk not installed: apt-get install wrk)"),
+            "",
+        ),
+    }
+}
+
+/// 2. Rate accuracy against a gateway limited to the same rate.
+fn rate_accuracy(k: usize) {
+    let n = 4000 / k;
+    let bench = Bench::start(sandbox::Config {
+        unknown_rate: 0.0,
+        rate_limit: Some(RateLimit {
+            calls: 200,
+            period: Duration::from_secs(1),
+        }),
+        ..sandbox::Config::default()
+    });
+    let dir = tempdir();
+    let (_, s) = run_rows(
+        &bench,
+        dir.path(),
+        n,
+        &["--rate", "200/s", "--concurrency", "32"],
+    );
+    let achieved =
+        s["requests"].as_f64().unwrap_or(0.0) / s["sending_seconds"].as_f64().unwrap_or(1.0);
+    row(
+        &format!("rate accuracy: --rate 200/s, gateway limit 200/s, {n} rows"),
+        format!(
+            "{:.3} of target, {} answered 429",
+            achieved / 200.0,
+            bench.outcome("rate_limited")
+        ),
+        "≥ 0.98, 0 × 429",
+    );
+}
+
+/// 3. The latency bound (Little's law): 64 in flight, 100 ms each.
+fn latency_bound(k: usize) {
+    let n = 6400 / k;
+    let bench = Bench::with_latency(Duration::from_millis(100));
+    let dir = tempdir();
+    let (_, s) = run_rows(&bench, dir.path(), n, &FAST);
+    let achieved =
+        s["requests"].as_f64().unwrap_or(0.0) / s["sending_seconds"].as_f64().unwrap_or(1.0);
+    row(
+        &format!("latency bound: 100 ms, --concurrency 64, {n} rows"),
+        format!("{achieved:.0}/s = {:.3} of 640/s", achieved / 640.0),
+        "≥ 0.95",
+    );
+}
+
+/// 4. Scale: ingest + run + export, peak memory and wall time. Returns the
+/// biggest run's directory and rows, for the resume measure.
+fn scale(k: usize) -> Option<(tempfile::TempDir, usize)> {
+    let mut big_state = None;
+    let mut first_rss = None;
+    for n in [10_000, 100_000, 1_000_000].map(|n| n / k) {
+        let bench = Bench::fast();
+        let dir = tempdir();
+        let (run, s) = run_rows(&bench, dir.path(), n, &FAST);
+        let export = measure(bench.trackmass(dir.path()).args([
+            "export",
+            "--out",
+            "all.csv",
+            "--failures",
+            "f.csv",
+        ]));
+        let rss = run.peak_rss_mib.max(export.peak_rss_mib);
+        let base = *first_rss.get_or_insert(rss);
+        row(
+            &format!("scale: {n} rows (ingest + run + export)"),
+            format!(
+                "{:.1} s ({:.0} rows/s), peak RSS {rss:.1} MiB ({:.2}× the 10k figure), export {:.1} s, exit {:?}",
+                run.wall.as_secs_f64() + export.wall.as_secs_f64(),
+                s["tracked"].as_f64().unwrap_or(0.0) / run.wall.as_secs_f64(),
+                rss / base,
+                export.wall.as_secs_f64(),
+                run.code
+            ),
+            "time linear; < 100 MiB at 1M, ≤ 1.5× the 10k figure",
+        );
+        if n == 1_000_000 / k {
+            big_state = Some((dir, n));
+        }
+    }
+    big_state
+}
+
+/// 5. Checkpoint cost: the same run with each durability, and on tmpfs.
+fn checkpoint_cost(k: usize) {
+    let n = 50_000 / k;
+    let mut figures = Vec::new();
+    for (name, args, dir) in [
+        (
+            "--durability full (default), disk",
+            vec!["--durability", "full"],
+            tempdir(),
+        ),
+        (
+            "--durability normal, disk",
+            vec!["--durability", "normal"],
+            tempdir(),
+        ),
+        (
+            "--durability full, tmpfs (no disk at all)",
+            vec!["--durability", "full"],
+            tempfile::Builder::new()
+                .prefix("trackmass-bench")
+                .tempdir_in("/dev/shm")
+                .unwrap_or_else(|_| tempdir()),
+        ),
+    ] {
+        let bench = Bench::fast();
+        let mut all = FAST.to_vec();
+        all.extend(args);
+        let (m, s) = run_rows(&bench, dir.path(), n, &all);
+        let rate = s["requests"].as_f64().unwrap_or(0.0) / m.wall.as_secs_f64();
+        figures.push(format!("{name}: {rate:.0} rows/s"));
+    }
+    row(
+        &format!("checkpoint cost: {n} rows"),
+        figures.join("; "),
+        "the cost of durability, measured",
+    );
+}
+
+/// 6. Resume start-up on a big state file that is 99% done.
+fn resume_startup(dir: tempfile::TempDir, n: usize) {
+    let db = dir.path().join("trackmass.db");
+    let conn = rusqlite::Connection::open(&db).expect("state");
+    let pending = conn
+        .execute(
+            "UPDATE items SET status = 'pending', tracking_id = NULL, units = NULL
+             WHERE id % 100 = 0 AND status = 'tracked'",
+            [],
+        )
+        .expect("mark 1% pending");
+    drop(conn);
+    let bench = Bench::fast();
+    let started = Instant::now();
+    let mut child = bench
+        .trackmass(dir.path())
+        .args(["resume", "--progress", "never", "-q"])
+        .args(["--base-url", &bench.sb().base_url()])
+        .args(["--token-url", &bench.sb().token_url()])
+        .spawn()
+        .expect("resume");
+    let mut first = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        if bench.requests() > 0 {
+            first = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.wait();
+    row(
+        &format!("resume start-up: {n}-row state, {pending} pending"),
+        match first {
+            Some(t) => format!("{:.2} s to the first request", t.as_secs_f64()),
+            None => "no request within 60 s".into(),
+        },
+        "< 2 s",
+    );
+}
+
+/// 7. Throughput against concurrency at 50 ms latency, for the plot.
+fn concurrency_sweep(k: usize, out_dir: &Path) {
+    let latency = 0.05;
+    let mut csv = String::from("concurrency,rows_per_second,littles_law\n");
+    let mut figures = Vec::new();
+    for c in [1, 2, 4, 8, 16, 32, 64, 128, 256] {
+        let bench = Bench::with_latency(Duration::from_millis(50));
+        let dir = tempdir();
+        // About 3 s of work at the bound.
+        let n = ((c as f64 / latency) * 3.0 / k as f64).max(30.0) as usize;
+        let concurrency = c.to_string();
+        let (_, s) = run_rows(
+            &bench,
+            dir.path(),
+            n,
+            &["--rate", "100000/s", "--concurrency", &concurrency],
+        );
+        let achieved =
+            s["requests"].as_f64().unwrap_or(0.0) / s["sending_seconds"].as_f64().unwrap_or(1.0);
+        csv.push_str(&format!("{c},{achieved:.1},{:.1}\n", c as f64 / latency));
+        figures.push(format!("{c}: {achieved:.0}"));
+    }
+    let path = out_dir.join("concurrency.csv");
+    let _ = std::fs::write(&path, csv);
+    row(
+        "throughput by concurrency at 50 ms (rows/s)",
+        format!("{} (data: {})", figures.join(", "), path.display()),
+        "on the Little's-law line c / 0.05 s until the machine's limit",
+    );
 }
 
 /// Posts `n` distinct events (the spec's payload, one unit each) to `url`
