@@ -295,7 +295,7 @@ fn main() {
     }
 }
 
-/// 1. Overhead next to a raw load generator, same sandbox, same bodies.
+/// Measure 1: Overhead next to a raw load generator, same sandbox, same bodies.
 fn overhead(k: usize) {
     let n = 50_000 / k;
     let bench = Bench::fast();
@@ -316,7 +316,7 @@ fn overhead(k: usize) {
     }
 }
 
-/// 2. Rate accuracy against a gateway limited to the same rate.
+/// Measure 2: Rate accuracy against a gateway limited to the same rate.
 fn rate_accuracy(k: usize) {
     let n = 4000 / k;
     let bench = Bench::start(sandbox::Config {
@@ -347,7 +347,7 @@ fn rate_accuracy(k: usize) {
     );
 }
 
-/// 3. The latency bound (Little's law): 64 in flight, 100 ms each.
+/// Measure 3: The latency bound (Little's law): 64 in flight, 100 ms each.
 fn latency_bound(k: usize) {
     let n = 6400 / k;
     let bench = Bench::with_latency(Duration::from_millis(100));
@@ -362,7 +362,7 @@ fn latency_bound(k: usize) {
     );
 }
 
-/// 4. Scale: ingest + run + export, peak memory and wall time. Returns the
+/// Measure 4: Scale: ingest + run + export, peak memory and wall time. Returns the
 /// biggest run's directory and rows, for the resume measure.
 fn scale(k: usize) -> Option<(tempfile::TempDir, usize)> {
     let mut big_state = None;
@@ -399,7 +399,7 @@ fn scale(k: usize) -> Option<(tempfile::TempDir, usize)> {
     big_state
 }
 
-/// 5. Checkpoint cost: the same run with each durability, and on tmpfs.
+/// Measure 5: Checkpoint cost: the same run with each durability, and on tmpfs.
 fn checkpoint_cost(k: usize) {
     let n = 50_000 / k;
     let mut figures = Vec::new();
@@ -437,7 +437,7 @@ fn checkpoint_cost(k: usize) {
     );
 }
 
-/// 6. Resume start-up on a big state file that is 99% done.
+/// Measure 6: Resume start-up on a big state file that is 99% done.
 fn resume_startup(dir: tempfile::TempDir, n: usize) {
     let db = dir.path().join("trackmass.db");
     let conn = rusqlite::Connection::open(&db).expect("state");
@@ -477,7 +477,7 @@ fn resume_startup(dir: tempfile::TempDir, n: usize) {
     );
 }
 
-/// 7. Throughput against concurrency at 50 ms latency, for the plot.
+/// Measure 7: Throughput against concurrency at 50 ms latency, for the plot.
 fn concurrency_sweep(k: usize, out_dir: &Path) {
     let latency = 0.05;
     let mut csv = String::from("concurrency,rows_per_second,littles_law\n");
