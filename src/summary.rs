@@ -71,6 +71,79 @@ pub struct ErrorSummary {
 impl Summary {
     /// The one-line summary printed at the end.
     pub fn line(&self) -> String {
+        // The rate of sending (first request out to last answer in), not
+        // of the whole run with its loading; left out where a handful of
+        // requests make no rate.
+        let rate = if self.requests >= 10 && self.sending_seconds > 0.0 {
+            format!(" ({:.1}/s)", self.requests as f64 / self.sending_seconds)
+        } else {
+            String::new()
+        };
+        let (head, parts) = (self.head(), self.outcomes());
+        let mut line = format!(
+            "{head} → {}; {} in {:.1}s{rate}",
+            parts.join(", "),
+            crate::words::count(self.requests, "request", "requests"),
+            self.elapsed_seconds,
+        );
+        if self.resent_after_interruption > 0 {
+            line.push_str(&format!(
+                ", {} re-sent after interruption",
+                self.resent_after_interruption
+            ));
+        }
+        if self.throttled > 0 {
+            line.push_str(&format!(
+                ", {} answered 429 (pace down to {}% of --rate)",
+                self.throttled, self.lowest_pace_percent
+            ));
+        }
+        line.push_str(&format!(
+            ". Wrote {} and {}.",
+            shown(&self.results),
+            shown(&self.failures)
+        ));
+        line.push_str(&self.what_next());
+        line
+    }
+
+    /// What the line is about: the input and its rows, or the run a
+    /// retry or resume continued.
+    fn head(&self) -> String {
+        match self.command {
+            Command::Run => {
+                let mut head = format!(
+                    "{}: {}",
+                    self.input,
+                    crate::words::count(self.load.rows, "row", "rows")
+                );
+                let mut notes = Vec::new();
+                if self.load.new > 0 && self.load.new != self.load.rows {
+                    notes.push(format!("{} new", self.load.new));
+                }
+                if self.pending_earlier > 0 {
+                    notes.push(format!(
+                        "{} pending from earlier runs included",
+                        self.pending_earlier
+                    ));
+                }
+                if !notes.is_empty() {
+                    head.push_str(&format!(" ({})", notes.join(", ")));
+                }
+                head
+            }
+            Command::Retry => format!(
+                "{} (retry of {})",
+                self.input,
+                crate::words::count(self.retried, "row", "rows")
+            ),
+            Command::Resume => format!("{} (resume)", self.input),
+        }
+    }
+
+    /// What became of the rows: tracked, units, and each kind of row that
+    /// was not tracked, when there is any.
+    fn outcomes(&self) -> Vec<String> {
         let mut tracked = format!("{} tracked", self.tracked);
         if self.tracked_before > 0 {
             tracked.push_str(&format!(" ({} before this run)", self.tracked_before));
@@ -105,66 +178,13 @@ impl Summary {
             ),
         );
         count(self.pending, "pending");
-        // The rate of sending (first request out to last answer in), not
-        // of the whole run with its loading; left out where a handful of
-        // requests make no rate.
-        let rate = if self.requests >= 10 && self.sending_seconds > 0.0 {
-            format!(" ({:.1}/s)", self.requests as f64 / self.sending_seconds)
-        } else {
-            String::new()
-        };
-        let head = match self.command {
-            Command::Run => {
-                let mut head = format!(
-                    "{}: {}",
-                    self.input,
-                    crate::words::count(self.load.rows, "row", "rows")
-                );
-                let mut notes = Vec::new();
-                if self.load.new > 0 && self.load.new != self.load.rows {
-                    notes.push(format!("{} new", self.load.new));
-                }
-                if self.pending_earlier > 0 {
-                    notes.push(format!(
-                        "{} pending from earlier runs included",
-                        self.pending_earlier
-                    ));
-                }
-                if !notes.is_empty() {
-                    head.push_str(&format!(" ({})", notes.join(", ")));
-                }
-                head
-            }
-            Command::Retry => format!(
-                "{} (retry of {})",
-                self.input,
-                crate::words::count(self.retried, "row", "rows")
-            ),
-            Command::Resume => format!("{} (resume)", self.input),
-        };
-        let mut line = format!(
-            "{head} → {}; {} in {:.1}s{rate}",
-            parts.join(", "),
-            crate::words::count(self.requests, "request", "requests"),
-            self.elapsed_seconds,
-        );
-        if self.resent_after_interruption > 0 {
-            line.push_str(&format!(
-                ", {} re-sent after interruption",
-                self.resent_after_interruption
-            ));
-        }
-        if self.throttled > 0 {
-            line.push_str(&format!(
-                ", {} answered 429 (pace down to {}% of --rate)",
-                self.throttled, self.lowest_pace_percent
-            ));
-        }
-        line.push_str(&format!(
-            ". Wrote {} and {}.",
-            shown(&self.results),
-            shown(&self.failures)
-        ));
+        parts
+    }
+
+    /// The sentences after the files: rows left failed by an earlier run,
+    /// and the command that continues a stopped or exhausted run.
+    fn what_next(&self) -> String {
+        let mut line = String::new();
         let state = &self.state;
         match self.load.already_failed {
             0 => {}
