@@ -160,77 +160,8 @@ pub fn gather(state: &Path) -> Result<Report> {
 
 /// The report for a terminal.
 pub fn render(r: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}: {} documents, {} rejected {}",
-        r.state,
-        r.rows.total - r.rows.rejected,
-        r.rows.rejected,
-        if r.rows.rejected == 1 { "row" } else { "rows" }
-    );
-    let line = |out: &mut String, name: &str, n: u64, note: String| {
-        let _ = writeln!(out, "  {name:<13}{n:>9}{note}");
-    };
-    line(
-        &mut out,
-        "tracked",
-        r.rows.tracked,
-        format!("   {} handling units", r.handling_units),
-    );
-    let mut notes = Vec::new();
-    if r.in_flight_now > 0 {
-        notes.push(format!("{} being sent now", r.in_flight_now));
-    }
-    if r.in_flight_at_interruption > 0 {
-        notes.push(format!(
-            "{} were in flight at an interruption",
-            r.in_flight_at_interruption
-        ));
-    }
-    let interrupted = if notes.is_empty() {
-        String::new()
-    } else {
-        format!("   {}", notes.join(", "))
-    };
-    line(&mut out, "pending", r.rows.pending, interrupted);
-    line(&mut out, "rejected", r.rows.rejected, String::new());
-    for (name, n, status) in [
-        ("failed", r.rows.failed, Status::Failed),
-        ("exhausted", r.rows.exhausted, Status::Exhausted),
-        ("bad_response", r.rows.bad_response, Status::BadResponse),
-    ] {
-        line(&mut out, name, n, String::new());
-        for g in r.failures.iter().filter(|g| g.status == status) {
-            let what = match (g.http_status, g.code.as_deref()) {
-                (Some(h), Some(c)) => format!("{h} {c}"),
-                (Some(h), None) => h.to_string(),
-                (None, Some(c)) => c.to_string(),
-                (None, None) => "no answer".to_string(),
-            };
-            let _ = writeln!(out, "    {:>9}  {what}", g.rows);
-        }
-    }
-    if let Some(e) = &r.events {
-        let latest: Vec<String> = e.latest.iter().map(|(t, n)| format!("{t} {n}")).collect();
-        let _ = writeln!(
-            out,
-            "\nEvents: {} stored ({} deliveries) for {} containers; latest: {}{}",
-            e.stored,
-            e.deliveries,
-            e.containers,
-            if latest.is_empty() {
-                "none".to_string()
-            } else {
-                latest.join(", ")
-            },
-            if e.unreadable > 0 {
-                format!("; {} unreadable bodies kept", e.unreadable)
-            } else {
-                String::new()
-            }
-        );
-    }
+    let mut out = rows_by_status(r);
+    render_events(&mut out, r);
     if let Some(b) = &r.last_batch {
         let _ = writeln!(
             out,
@@ -294,4 +225,84 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(out, "\nNext: {next}");
     }
     out
+}
+
+/// The documents by status, each failed status with its codes.
+fn rows_by_status(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} documents, {} rejected {}",
+        r.state,
+        r.rows.total - r.rows.rejected,
+        r.rows.rejected,
+        if r.rows.rejected == 1 { "row" } else { "rows" }
+    );
+    let line = |out: &mut String, name: &str, n: u64, note: String| {
+        let _ = writeln!(out, "  {name:<13}{n:>9}{note}");
+    };
+    line(
+        &mut out,
+        "tracked",
+        r.rows.tracked,
+        format!("   {} handling units", r.handling_units),
+    );
+    let mut notes = Vec::new();
+    if r.in_flight_now > 0 {
+        notes.push(format!("{} being sent now", r.in_flight_now));
+    }
+    if r.in_flight_at_interruption > 0 {
+        notes.push(format!(
+            "{} were in flight at an interruption",
+            r.in_flight_at_interruption
+        ));
+    }
+    let interrupted = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("   {}", notes.join(", "))
+    };
+    line(&mut out, "pending", r.rows.pending, interrupted);
+    line(&mut out, "rejected", r.rows.rejected, String::new());
+    for (name, n, status) in [
+        ("failed", r.rows.failed, Status::Failed),
+        ("exhausted", r.rows.exhausted, Status::Exhausted),
+        ("bad_response", r.rows.bad_response, Status::BadResponse),
+    ] {
+        line(&mut out, name, n, String::new());
+        for g in r.failures.iter().filter(|g| g.status == status) {
+            let what = match (g.http_status, g.code.as_deref()) {
+                (Some(h), Some(c)) => format!("{h} {c}"),
+                (Some(h), None) => h.to_string(),
+                (None, Some(c)) => c.to_string(),
+                (None, None) => "no answer".to_string(),
+            };
+            let _ = writeln!(out, "    {:>9}  {what}", g.rows);
+        }
+    }
+    out
+}
+
+/// What the webhook receiver stored, if it ran.
+fn render_events(out: &mut String, r: &Report) {
+    if let Some(e) = &r.events {
+        let latest: Vec<String> = e.latest.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "\nEvents: {} stored ({} deliveries) for {} containers; latest: {}{}",
+            e.stored,
+            e.deliveries,
+            e.containers,
+            if latest.is_empty() {
+                "none".to_string()
+            } else {
+                latest.join(", ")
+            },
+            if e.unreadable > 0 {
+                format!("; {} unreadable bodies kept", e.unreadable)
+            } else {
+                String::new()
+            }
+        );
+    }
 }
