@@ -83,55 +83,20 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
         sheet: args.read.sheet.clone(),
     };
     let mut reader = InputReader::open(&args.input, &options)?;
-    let columns = reader.columns().clone();
     let mut report = Report {
         input: args.input.display().to_string(),
         columns: reader.describe_columns(),
         rate: args.rate.to_string(),
         ..Report::default()
     };
-    let mut seen = Seen::default();
-    let mut counts = LoadCounts::default();
-    let mut rejects: Vec<Reject> = Vec::new();
     let keep_all = args.rejects.is_some();
-    loop {
-        let chunk = reader.next_chunk(CHUNK_ROWS)?;
-        if chunk.is_empty() {
-            break;
-        }
-        for row in input::validate_chunk(&chunk, &columns, &defaults) {
-            report.rows += 1;
-            match row {
-                Row::Rejected(r) => {
-                    report.rejected += 1;
-                    if keep_all || rejects.len() < REJECTS_SHOWN {
-                        rejects.push(r);
-                    }
-                }
-                Row::Valid(v) => {
-                    report.valid += 1;
-                    let class = seen.classify(&v, store.as_ref())?;
-                    counts.count(class);
-                    if matches!(
-                        class,
-                        LoadClass::DuplicateDiffers { .. } | LoadClass::KnownDiffers(_)
-                    ) && report.differing.len() < REJECTS_SHOWN
-                    {
-                        let notice = Notice {
-                            line: v.line,
-                            document_reference: v.document_reference.clone(),
-                            class,
-                        };
-                        report.differing.push(RejectLine {
-                            line: v.line,
-                            document_reference: v.document_reference.clone(),
-                            message: store::describe(&notice),
-                        });
-                    }
-                }
-            }
-        }
-    }
+    let (counts, rejects) = tally(
+        &mut reader,
+        &defaults,
+        store.as_ref(),
+        keep_all,
+        &mut report,
+    )?;
     input::warn_if_empty(&args.input, report.rows);
     report.duplicates = counts.duplicates;
     report.fields_differ = counts.fields_differ;
@@ -181,6 +146,61 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     } else {
         Exit::Success
     })
+}
+
+/// Reads and validates every row, counting into `report` and `LoadCounts`
+/// what a run would do with it; keeps the rejects (all of them with
+/// `keep_all`, else the first few to show).
+fn tally(
+    reader: &mut InputReader,
+    defaults: &crate::input::Defaults,
+    store: Option<&Store>,
+    keep_all: bool,
+    report: &mut Report,
+) -> Result<(LoadCounts, Vec<Reject>)> {
+    let columns = reader.columns().clone();
+    let mut seen = Seen::default();
+    let mut counts = LoadCounts::default();
+    let mut rejects: Vec<Reject> = Vec::new();
+    loop {
+        let chunk = reader.next_chunk(CHUNK_ROWS)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for row in input::validate_chunk(&chunk, &columns, defaults) {
+            report.rows += 1;
+            match row {
+                Row::Rejected(r) => {
+                    report.rejected += 1;
+                    if keep_all || rejects.len() < REJECTS_SHOWN {
+                        rejects.push(r);
+                    }
+                }
+                Row::Valid(v) => {
+                    report.valid += 1;
+                    let class = seen.classify(&v, store)?;
+                    counts.count(class);
+                    if matches!(
+                        class,
+                        LoadClass::DuplicateDiffers { .. } | LoadClass::KnownDiffers(_)
+                    ) && report.differing.len() < REJECTS_SHOWN
+                    {
+                        let notice = Notice {
+                            line: v.line,
+                            document_reference: v.document_reference.clone(),
+                            class,
+                        };
+                        report.differing.push(RejectLine {
+                            line: v.line,
+                            document_reference: v.document_reference.clone(),
+                            message: store::describe(&notice),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok((counts, rejects))
 }
 
 /// What the rows of the file met so far, to classify each row as `run`
