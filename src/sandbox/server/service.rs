@@ -53,7 +53,17 @@ pub(super) fn service(
     value: Option<Value>,
     body: &[u8],
 ) -> Answer {
-    let config = &shared.config;
+    if let Err(refused) = check_token(shared, headers) {
+        return Answer::Refused(*refused);
+    }
+    match check_request(shared, headers, value, body) {
+        Ok((value, reference)) => create(shared, &value, reference),
+        Err(refused) => Answer::Refused(*refused),
+    }
+}
+
+/// The bearer token: one the token endpoint issued, not expired.
+fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -72,25 +82,35 @@ pub(super) fn service(
         } else {
             "Invalid or expired access token"
         };
-        return Answer::Refused(business_error(
+        return Err(Box::new(business_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             message,
             None,
-        ));
+        )));
     }
+    Ok(())
+}
 
+/// The request itself: a body, JSON by its media type and its text, that
+/// the spec's schema accepts. Returns it with its document reference.
+fn check_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    value: Option<Value>,
+    body: &[u8],
+) -> Result<(Value, String), Box<Response>> {
     // The spec does not mark the body required, but the service cannot
     // track nothing: a 400, as a Spring service says it, with the spec's
     // error shape (rather than a 415 the spec does not document).
     if body.is_empty() {
         record(shared, Outcome::Invalid);
-        return Answer::Refused(business_error(
+        return Err(Box::new(business_error(
             StatusCode::BAD_REQUEST,
             "INVALID_REQUEST",
             "Required request body is missing",
             None,
-        ));
+        )));
     }
 
     let json_content = headers
@@ -103,12 +123,12 @@ pub(super) fn service(
         });
     if !json_content {
         record(shared, Outcome::UnsupportedMediaType);
-        return Answer::Refused(business_error(
+        return Err(Box::new(business_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
             "Content-Type must be application/json",
             None,
-        ));
+        )));
     }
 
     let Some(value) = value else {
@@ -116,25 +136,31 @@ pub(super) fn service(
         let reason = serde_json::from_slice::<Value>(body)
             .err()
             .map_or_else(String::new, |e| format!(": {e}"));
-        return Answer::Refused(business_error(
+        return Err(Box::new(business_error(
             StatusCode::BAD_REQUEST,
             "MALFORMED_REQUEST",
             &format!("Malformed JSON request{reason}"),
             None,
-        ));
+        )));
     };
-    let reference = match validate_body(&value) {
-        Ok(r) => r,
+    match validate_body(&value) {
+        Ok(reference) => Ok((value, reference)),
         Err(sub_errors) => {
             record(shared, Outcome::Invalid);
-            return Answer::Refused(business_error(
+            Err(Box::new(business_error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_REQUEST",
                 "The request is not valid",
                 Some(sub_errors),
-            ));
+            )))
         }
-    };
+    }
+}
+
+/// The document in the catalogue: a tracking created (counted, and its
+/// webhooks scheduled the first time), or DOCUMENT_NOT_FOUND.
+fn create(shared: &Arc<Shared>, value: &Value, reference: String) -> Answer {
+    let config = &shared.config;
     let Some(document) = catalogue::lookup(config.seed, &reference, config.unknown_rate) else {
         record(shared, Outcome::UnknownDocument);
         return Answer::Refused(business_error(
