@@ -53,39 +53,8 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 impl InputReader {
     /// Opens `path`, detects its dialect and maps its header.
     pub fn open(path: &Path, options: &ReadOptions) -> Result<InputReader> {
-        let input_error = |line: Option<u64>, message: String| InputError {
-            path: path.to_path_buf(),
-            line,
-            message,
-        };
-        let spreadsheet = !is_stdin(path) && crate::sheet::is_spreadsheet(path);
-        let source: Box<dyn Read + Send> = if is_stdin(path) {
-            Box::new(io::stdin())
-        } else if spreadsheet {
-            Box::new(io::Cursor::new(crate::sheet::to_csv(
-                path,
-                options.sheet.as_deref(),
-            )?))
-        } else {
-            let meta = std::fs::metadata(path)
-                .with_context(|| format!("{}: cannot read the input file", path.display()))?;
-            if meta.is_dir() {
-                return Err(input_error(None, "is a directory, not a CSV file".into()).into());
-            }
-            Box::new(
-                File::open(path)
-                    .with_context(|| format!("{}: cannot open the input file", path.display()))?,
-            )
-        };
-        let source: Box<dyn Read + Send> = match options.encoding {
-            Some(e) if e != encoding_rs::UTF_8 => Box::new(
-                encoding_rs_io::DecodeReaderBytesBuilder::new()
-                    .encoding(Some(e))
-                    .bom_override(true)
-                    .build(source),
-            ),
-            _ => source,
-        };
+        let input_error = error_in(path);
+        let (source, spreadsheet) = open_source(path, options)?;
         let mut file = BufReader::with_capacity(1 << 16, source);
 
         // Sniff the start of the file: encoding marks and the header line.
@@ -94,25 +63,7 @@ impl InputReader {
             .take(1 << 16)
             .read_to_end(&mut head)
             .with_context(|| format!("{}: cannot read the input file", path.display()))?;
-        if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
-            return Err(input_error(
-                None,
-                "is encoded as UTF-16; save it as UTF-8 (\"CSV UTF-8\" in Excel)".into(),
-            )
-            .into());
-        }
-        let first_line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
-        if first_line.len() >= 4
-            && first_line.iter().filter(|b| **b == 0).count() * 3 >= first_line.len()
-        {
-            return Err(input_error(
-                Some(1),
-                "the header is full of NUL bytes: the file looks UTF-16 encoded (without a BOM); \
-                 save it as UTF-8 (\"CSV UTF-8\" in Excel)"
-                    .into(),
-            )
-            .into());
-        }
+        refuse_utf16(path, &head)?;
         let start = if head.starts_with(UTF8_BOM) { 3 } else { 0 };
         let delimiter = match options.delimiter {
             _ if spreadsheet => b',',
@@ -129,38 +80,7 @@ impl InputReader {
             .buffer_capacity(1 << 16)
             .from_reader(rest);
 
-        // The header is the first record that is not blank.
-        let mut record = csv::ByteRecord::new();
-        let (header, header_line) = loop {
-            let more = reader
-                .read_byte_record(&mut record)
-                .map_err(|e| csv_error(path, &e))?;
-            if !more {
-                return Err(input_error(
-                    None,
-                    "is empty: expected a header row with a documentReference column".into(),
-                )
-                .into());
-            }
-            if is_blank(&record) {
-                continue;
-            }
-            let line = line_of(&line_index, &record);
-            let header = record
-                .iter()
-                .map(|b| {
-                    std::str::from_utf8(b)
-                        .map(|s| s.trim().to_string())
-                        .map_err(|_| {
-                            input_error(
-                                Some(line),
-                                "the header is not valid UTF-8; save the file as UTF-8, or pass --encoding windows-1252 if Excel saved it as \"CSV (semicolon)\"".into(),
-                            )
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            break (header, line);
-        };
+        let (header, header_line) = read_header(path, &mut reader, &line_index)?;
         let columns = map_columns(&header, options.column.as_deref())
             .map_err(|e| input_error(Some(header_line), e.to_string()))?;
         Ok(InputReader {
@@ -244,6 +164,118 @@ impl InputReader {
             _ => Ok(()),
         }
     }
+}
+/// Makes the errors about `path`, at a line or about the whole file.
+fn error_in(path: &Path) -> impl Fn(Option<u64>, String) -> InputError + '_ {
+    move |line, message| InputError {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+/// The bytes of the input, UTF-8 from here on: standard input, a
+/// spreadsheet's sheet as CSV, or the file, transcoded from `--encoding`.
+/// Says whether it is a spreadsheet (whose CSV is always comma-separated).
+fn open_source(path: &Path, options: &ReadOptions) -> Result<(Box<dyn Read + Send>, bool)> {
+    let input_error = error_in(path);
+    let spreadsheet = !is_stdin(path) && crate::sheet::is_spreadsheet(path);
+    let source: Box<dyn Read + Send> = if is_stdin(path) {
+        Box::new(io::stdin())
+    } else if spreadsheet {
+        Box::new(io::Cursor::new(crate::sheet::to_csv(
+            path,
+            options.sheet.as_deref(),
+        )?))
+    } else {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("{}: cannot read the input file", path.display()))?;
+        if meta.is_dir() {
+            return Err(input_error(None, "is a directory, not a CSV file".into()).into());
+        }
+        Box::new(
+            File::open(path)
+                .with_context(|| format!("{}: cannot open the input file", path.display()))?,
+        )
+    };
+    let source: Box<dyn Read + Send> = match options.encoding {
+        Some(e) if e != encoding_rs::UTF_8 => Box::new(
+            encoding_rs_io::DecodeReaderBytesBuilder::new()
+                .encoding(Some(e))
+                .bom_override(true)
+                .build(source),
+        ),
+        _ => source,
+    };
+    Ok((source, spreadsheet))
+}
+
+/// Refuses a file that is UTF-16 (by its BOM, or a header full of NULs).
+fn refuse_utf16(path: &Path, head: &[u8]) -> Result<()> {
+    let input_error = error_in(path);
+    if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+        return Err(input_error(
+            None,
+            "is encoded as UTF-16; save it as UTF-8 (\"CSV UTF-8\" in Excel)".into(),
+        )
+        .into());
+    }
+    let first_line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    if first_line.len() >= 4
+        && first_line.iter().filter(|b| **b == 0).count() * 3 >= first_line.len()
+    {
+        return Err(input_error(
+            Some(1),
+            "the header is full of NUL bytes: the file looks UTF-16 encoded (without a BOM); \
+             save it as UTF-8 (\"CSV UTF-8\" in Excel)"
+                .into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The header: the first record that is not blank, its names trimmed, and
+/// its line.
+fn read_header(
+    path: &Path,
+    reader: &mut csv::Reader<Box<dyn Read + Send>>,
+    line_index: &std::sync::Arc<std::sync::Mutex<lines::Index>>,
+) -> Result<(Vec<String>, u64)> {
+    let input_error = error_in(path);
+    // The header is the first record that is not blank.
+    let mut record = csv::ByteRecord::new();
+    let found = loop {
+        let more = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| csv_error(path, &e))?;
+        if !more {
+            return Err(input_error(
+                None,
+                "is empty: expected a header row with a documentReference column".into(),
+            )
+            .into());
+        }
+        if is_blank(&record) {
+            continue;
+        }
+        let line = line_of(line_index, &record);
+        let header = record
+            .iter()
+            .map(|b| {
+                std::str::from_utf8(b)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|_| {
+                        input_error(
+                            Some(line),
+                            "the header is not valid UTF-8; save the file as UTF-8, or pass --encoding windows-1252 if Excel saved it as \"CSV (semicolon)\"".into(),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        break (header, line);
+    };
+    Ok(found)
 }
 
 fn line_of(index: &std::sync::Mutex<lines::Index>, record: &csv::ByteRecord) -> u64 {
