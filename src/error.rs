@@ -10,6 +10,12 @@ use std::process::ExitCode;
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A problem with how the command was invoked (exit 2) that keeps its
+/// cause's chain: a configuration file that cannot be read or merged.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct UsageCause(pub anyhow::Error);
+
 /// How a command ended, when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,7 +93,8 @@ pub fn with_sending_statuses(examples: &str) -> String {
 
 /// Status for an error that ended the command: 2 for usage, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<UsageError>().is_some() {
+    if error.downcast_ref::<UsageError>().is_some() || error.downcast_ref::<UsageCause>().is_some()
+    {
         2
     } else {
         1
@@ -104,6 +111,13 @@ mod tests {
         assert_eq!(exit_code(&anyhow::anyhow!("disk full")), 1);
         let wrapped = anyhow::Error::from(UsageError("x".into())).context("while starting");
         assert_eq!(exit_code(&wrapped), 2);
+        // A usage error with a cause keeps the cause's chain, and its text.
+        let cause = anyhow::anyhow!("not valid TOML").context("trackmass.toml");
+        let (text, depth) = (format!("{cause:#}"), cause.chain().count());
+        let usage = anyhow::Error::from(UsageCause(cause));
+        assert_eq!(exit_code(&usage), 2);
+        assert_eq!(format!("{usage:#}"), text);
+        assert_eq!(usage.chain().count(), depth, "{usage:#}");
     }
 
     #[test]

@@ -83,11 +83,10 @@ fn parse(argv: &[OsString]) -> anyhow::Result<(Cli, SecretLookup)> {
     let Some(path) = cli.config.clone() else {
         return Ok((cli, Arc::new(env_lookup)));
     };
-    let file =
-        ConfigFile::load(&path).map_err(|e| trackmass::error::UsageError(format!("{e:#}")))?;
+    let file = ConfigFile::load(&path).map_err(trackmass::error::UsageCause)?;
     let merged = file
         .merge_args(&command, argv, |var| std::env::var_os(var).is_some())
-        .map_err(|e| trackmass::error::UsageError(format!("{e:#}")))?;
+        .map_err(trackmass::error::UsageCause)?;
     let cli = match command.try_get_matches_from(&merged) {
         Ok(m) => Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit()),
         Err(e) => {
