@@ -285,87 +285,116 @@ impl Auth {
             let response = match self.http.post(&self.token_url).form(&form).send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    let failure = transport_failure(&e, self.proxy.as_ref());
-                    last = describe_failure(failure, &e, self.proxy.as_ref());
-                    if failure == TransportFailure::Tls {
-                        last.push_str(
-                            "; if its certificate is signed by a private CA, trust that CA (the \
-                             system store, or SSL_CERT_FILE / SSL_CERT_DIR naming a PEM file or \
-                             directory)",
-                        );
-                    }
-                    if failure.permanent() || failure == TransportFailure::Proxy {
+                    let (reason, give_up) = self.unanswered(&e);
+                    last = reason;
+                    if give_up {
                         break;
                     }
                     continue;
                 }
             };
-            let status = response.status().as_u16();
-            if (300..400).contains(&status) {
-                let to = response
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .map(|l| format!(" to {}", retry::one_line(l.split('?').next().unwrap_or(l))))
-                    .unwrap_or_default();
-                return Err(AuthError::Unavailable {
-                    url: self.token_url.clone(),
-                    reason: format!(
-                        "it answered a redirect (HTTP {status}{to}): the token URL is probably \
-                         wrong; check --token-url (token endpoints answer a POST directly)"
-                    ),
-                });
+            match self.read_answer(response, with_grant).await {
+                TokenAnswer::Token(token) => return Ok(token),
+                TokenAnswer::Again(Some(reason)) => last = reason,
+                TokenAnswer::Again(None) => {}
+                TokenAnswer::Failed(error) => return Err(error),
             }
-            let body = match read_bounded(response).await {
-                Ok(b) => b,
-                Err(reason) => {
-                    last = reason;
-                    continue;
-                }
-            };
-            if status == 200 {
-                let parsed: TokenResponse =
-                    serde_json::from_slice(&body).map_err(|e| AuthError::Unavailable {
-                        url: self.token_url.clone(),
-                        reason: format!("unreadable token response ({e})"),
-                    })?;
-                self.fetches.fetch_add(1, Ordering::Relaxed);
-                let lifetime = token_lifetime(parsed.expires_in);
-                return Ok((Secret::new(parsed.access_token), lifetime));
-            }
-            let error: Option<TokenError> = serde_json::from_slice(&body).ok();
-            let (code, description) = error
-                .map(|e| {
-                    (
-                        e.error.unwrap_or_default(),
-                        e.error_description.unwrap_or_default(),
-                    )
-                })
-                .unwrap_or_default();
-            if status == 400 && with_grant && description.contains("duplicated parameter") {
-                // The gateway adds grant_type itself (domain note §4).
-                self.send_grant_type.store(false, Ordering::Relaxed);
-                tracing::info!("token endpoint adds grant_type itself; no longer sending it");
-                continue;
-            }
-            if status == 429 || status >= 500 {
-                last = format!("HTTP {status}");
-                continue;
-            }
-            let detail = match (code.is_empty(), description.is_empty()) {
-                (true, true) => String::new(),
-                (false, true) => format!(" {code}"),
-                (_, false) => format!(" {code}: {description}"),
-            };
-            return Err(AuthError::Refused {
-                status,
-                detail,
-                check: self.client_names.clone(),
-            });
         }
         Err(AuthError::Unavailable {
             url: self.token_url.clone(),
             reason: last,
         })
     }
+
+    /// Why a token request got no answer, and whether trying again is
+    /// pointless (a certificate, a proxy).
+    fn unanswered(&self, e: &reqwest::Error) -> (String, bool) {
+        let failure = transport_failure(e, self.proxy.as_ref());
+        let mut reason = describe_failure(failure, e, self.proxy.as_ref());
+        if failure == TransportFailure::Tls {
+            reason.push_str(
+                "; if its certificate is signed by a private CA, trust that CA (the \
+                 system store, or SSL_CERT_FILE / SSL_CERT_DIR naming a PEM file or \
+                 directory)",
+            );
+        }
+        let give_up = failure.permanent() || failure == TransportFailure::Proxy;
+        (reason, give_up)
+    }
+
+    /// What the token endpoint's answer means: a token, a reason to ask
+    /// again (a 429 or 5xx, a body cut short, a gateway that adds
+    /// grant_type itself), or a refusal.
+    async fn read_answer(&self, response: reqwest::Response, with_grant: bool) -> TokenAnswer {
+        let unavailable = |reason: String| {
+            TokenAnswer::Failed(AuthError::Unavailable {
+                url: self.token_url.clone(),
+                reason,
+            })
+        };
+        let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| format!(" to {}", retry::one_line(l.split('?').next().unwrap_or(l))))
+                .unwrap_or_default();
+            return unavailable(format!(
+                "it answered a redirect (HTTP {status}{to}): the token URL is probably \
+                 wrong; check --token-url (token endpoints answer a POST directly)"
+            ));
+        }
+        let body = match read_bounded(response).await {
+            Ok(b) => b,
+            Err(reason) => return TokenAnswer::Again(Some(reason)),
+        };
+        if status == 200 {
+            return match serde_json::from_slice::<TokenResponse>(&body) {
+                Ok(parsed) => {
+                    self.fetches.fetch_add(1, Ordering::Relaxed);
+                    let lifetime = token_lifetime(parsed.expires_in);
+                    TokenAnswer::Token((Secret::new(parsed.access_token), lifetime))
+                }
+                Err(e) => unavailable(format!("unreadable token response ({e})")),
+            };
+        }
+        let error: Option<TokenError> = serde_json::from_slice(&body).ok();
+        let (code, description) = error
+            .map(|e| {
+                (
+                    e.error.unwrap_or_default(),
+                    e.error_description.unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default();
+        if status == 400 && with_grant && description.contains("duplicated parameter") {
+            // The gateway adds grant_type itself (domain note §4).
+            self.send_grant_type.store(false, Ordering::Relaxed);
+            tracing::info!("token endpoint adds grant_type itself; no longer sending it");
+            return TokenAnswer::Again(None);
+        }
+        if status == 429 || status >= 500 {
+            return TokenAnswer::Again(Some(format!("HTTP {status}")));
+        }
+        let detail = match (code.is_empty(), description.is_empty()) {
+            (true, true) => String::new(),
+            (false, true) => format!(" {code}"),
+            (_, false) => format!(" {code}: {description}"),
+        };
+        TokenAnswer::Failed(AuthError::Refused {
+            status,
+            detail,
+            check: self.client_names.clone(),
+        })
+    }
+}
+
+/// What one answer of the token endpoint comes to.
+enum TokenAnswer {
+    Token((Secret, Duration)),
+    /// Worth asking again; the reason, if any, stands if no later attempt
+    /// gets further.
+    Again(Option<String>),
+    Failed(AuthError),
 }
