@@ -276,23 +276,7 @@ async fn work(
     let mut report = DispatchReport::default();
     let mut stopped_by: Option<StopReason> = None;
     if pending > 0 {
-        let included = if pending_earlier > 0 {
-            format!(" ({pending_earlier} pending from earlier runs included)")
-        } else {
-            String::new()
-        };
-        tracing::info!(
-            "{} to send{included} at {} with {} in flight (about {} at --rate; \
-             longer if the API takes more than {} ms a request, or asks to slow down)",
-            crate::words::count(pending, "row", "rows"),
-            config.dispatch.rate,
-            config.dispatch.concurrency,
-            progress::eta(pending, Some(config.dispatch.rate.per_second()))
-                .map_or_else(|| "unknown".into(), progress::format_duration),
-            // Little's law: what --concurrency allows at --rate.
-            (config.dispatch.concurrency as f64 / config.dispatch.rate.per_second() * 1000.0)
-                .round()
-        );
+        announce(config, pending, pending_earlier);
         let (r, stop) =
             send::send_pending(config, ui, store, invocation, api, totals, started.instant).await?;
         report = r;
@@ -357,6 +341,27 @@ async fn work(
         results: config.out.display().to_string(),
         failures: config.failures.display().to_string(),
     })
+}
+
+/// The start line: what is sent, at what pace, and about how long that
+/// takes at `--rate` (with the latency `--concurrency` allows there).
+fn announce(config: &RunConfig, pending: u64, pending_earlier: u64) {
+    let included = if pending_earlier > 0 {
+        format!(" ({pending_earlier} pending from earlier runs included)")
+    } else {
+        String::new()
+    };
+    tracing::info!(
+        "{} to send{included} at {} with {} in flight (about {} at --rate; \
+         longer if the API takes more than {} ms a request, or asks to slow down)",
+        crate::words::count(pending, "row", "rows"),
+        config.dispatch.rate,
+        config.dispatch.concurrency,
+        progress::eta(pending, Some(config.dispatch.rate.per_second()))
+            .map_or_else(|| "unknown".into(), progress::format_duration),
+        // Little's law: what --concurrency allows at --rate.
+        (config.dispatch.concurrency as f64 / config.dispatch.rate.per_second() * 1000.0).round()
+    );
 }
 
 /// Checks, before any work, what a run will need: `--concurrency` fits
