@@ -560,6 +560,10 @@ impl Pace {
     /// - a few: they are not about the pace (a limit leaves none below it
     ///   once its window drained); the decrease is undone and their share
     ///   is noise from now on.
+    ///
+    /// Long for a reason: the three outcomes above are the three branches
+    /// below, each a handful of assignments to the same fields; apart, they
+    /// would hide that they are one judgement.
     fn evaluate(&mut self, now: Instant) {
         let Some(e) = self.evaluation else {
             return;

@@ -251,6 +251,10 @@ fn reap(done: Result<(), tokio::task::JoinError>, ctx: &Ctx) {
 
 /// Sends one row until it has a final outcome (or dispatch stops): the
 /// driver of [`attempt::next`], which decides each step.
+///
+/// Long for a reason: each arm of its loop carries out one step the pure
+/// policy chose (wait, renew the token, record, requeue, stop); the
+/// decisions are in `attempt`, table-tested.
 async fn send_one(item: PendingItem, ctx: &Ctx) {
     let mut row = Attempts {
         maybe_sent: item.was_in_flight,

@@ -24,6 +24,10 @@ fn canonical_source(path: &Path) -> String {
 
 /// Records the run and reads, validates (in parallel) and stores its input,
 /// chunk by chunk, in one transaction. Returns the run.
+///
+/// Long for a reason: the transaction is this function's scope (begun,
+/// fed chunk by chunk, committed or dropped on any error), so its steps
+/// stay in one body where that scope can be seen.
 pub fn load_input(
     config: &RunConfig,
     store: &mut Store,

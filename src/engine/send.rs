@@ -26,6 +26,10 @@ const PAGE_ROWS: usize = 512;
 /// Feeds pending documents from the ledger to the dispatcher; shows
 /// progress; handles Ctrl-C / SIGTERM. Returns the report and why sending
 /// stopped early, if it did.
+///
+/// Long for a reason: one `select!` loop over the page feed, the signals,
+/// the deadline and the progress ticks; each arm is short, and the loop
+/// is the order in which they are weighed.
 pub async fn send_pending(
     config: &RunConfig,
     ui: &Ui,

@@ -193,6 +193,11 @@ struct Delta {
     units: u64,
 }
 
+/// Applies a group of operations in one transaction.
+///
+/// Long for a reason: the statements are prepared once per transaction, at
+/// its top, and each arm of the match below is one operation's UPDATE with
+/// its parameters; split up, every part would take the same six statements.
 fn apply(conn: &mut Connection, run: RunId, group: &[Op]) -> rusqlite::Result<Delta> {
     let mut delta = Delta::default();
     let tx = conn.transaction()?;

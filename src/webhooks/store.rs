@@ -328,6 +328,9 @@ impl EventStore {
     /// `Reference` (the latest document naming it). The ledger's units
     /// are copied into temporary tables first (one pass, on disk), so
     /// memory stays flat whatever the sizes.
+    ///
+    /// Long for a reason: the temporary tables live in this one
+    /// transaction, filled, joined and dropped in the order written here.
     pub fn export(
         &self,
         ledger: &crate::store::Store,

@@ -6,6 +6,9 @@ use super::*;
 
 /// Replaces the answer with a fault. `created` is set when the service
 /// already created the tracking.
+///
+/// Long for a reason: one arm per fault, each the answer a real gateway
+/// or network gives.
 pub(super) async fn inject(
     shared: &Shared,
     fault: Fault,

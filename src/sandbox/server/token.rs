@@ -20,6 +20,10 @@ pub(super) fn no_store(headers: &mut HeaderMap) {
 
 /// `POST /soget-connect/v1/openid-connect/token`, checked in Keycloak's
 /// order: duplicated parameters, grant type, then the client.
+///
+/// Long for a reason: the refusals are a list in that order, each a few
+/// lines; the order is what a client meets, so it stays readable in one
+/// place.
 pub(super) async fn token(State(shared): Ctx, body: Bytes) -> Response {
     if let Ok(mut l) = shared.ledger.lock() {
         l.token_requests += 1;
