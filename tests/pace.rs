@@ -141,3 +141,42 @@ fn a_gateway_that_states_its_limit_is_kept_to_from_its_first_answer() {
     let sending = s["sending_seconds"].as_f64().unwrap();
     assert!(sending > 2.5, "{sending}");
 }
+
+#[test]
+fn what_a_429s_slow_down_came_to_is_logged_once_judged() {
+    // A 20/s window at --rate 60/s: the first 429 comes after a burst that
+    // reads as 60/s let through; the judged line says what the gateway
+    // really admits (20/s, and 5% for clock jitter).
+    let sandbox = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        rate_limit: Some(RateLimit {
+            calls: 20,
+            period: Duration::from_secs(1),
+        }),
+        ..Config::default()
+    });
+    let work = Workdir::new();
+    work.write("in.csv", reference_csv(&references("PJ", 200)));
+    let out = output(
+        work.run_against(&sandbox, "in.csv")
+            .args(["--rate", "60/s"]),
+    );
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    let warned = err.find("429 from the API").expect("a 429 warning");
+    let judged = err
+        .find("pace judged after the last 429: going at ")
+        .unwrap_or_else(|| panic!("no judged line:\n{err}"));
+    assert!(warned < judged, "{err}");
+    let line = err[judged..].lines().next().unwrap_or("");
+    let number = |after: &str| -> f64 {
+        line.split(after)
+            .nth(1)
+            .and_then(|rest| rest.split("/s").next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no figure after {after:?} in {line}"))
+    };
+    let (going, limit) = (number("going at "), number("limit put at "));
+    assert!((10.0..=21.1).contains(&going), "{line}");
+    assert!((10.0..=21.1).contains(&limit), "{line}");
+}
