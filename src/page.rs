@@ -69,7 +69,6 @@ pub fn columns(seconds: &[Second]) -> Vec<Column> {
             ..Column::default()
         })
         .collect();
-    let mut last_pace = first.pace;
     for s in seconds {
         let Some(c) = columns.get_mut(((s.at - first.at) as usize) / width) else {
             continue;
@@ -80,10 +79,13 @@ pub fn columns(seconds: &[Second]) -> Vec<Column> {
         c.refused += s.refused;
         c.paused_ms = c.paused_ms.max(s.paused_ms);
         c.rate = s.rate;
-        c.pace = s.pace;
-        last_pace = s.pace;
+        // A second that only holds a pause has no pace of its own.
+        if s.answers() > 0 {
+            c.pace = s.pace;
+        }
     }
     // A column with no answers keeps the pace of the one before it.
+    let mut last_pace = first.pace;
     for c in columns.iter_mut() {
         if c.answers == 0.0 && c.pace == 0.0 {
             c.pace = last_pace;
@@ -403,7 +405,7 @@ fn refusals_chart(columns: &[Column]) -> String {
     let mut svg = format!(
         "<h2>429s and failures</h2>\n<p class=\"legend\">\
          <span><i class=\"swatch\" style=\"background:{THROTTLED_COLOUR}\"></i>429</span>\
-         <span><i class=\"swatch\" style=\"background:{FAILED_COLOUR}\"></i>transient failure (5xx, timeout, reset)</span>\
+         <span><i class=\"swatch\" style=\"background:{FAILED_COLOUR}\"></i>failed otherwise (5xx, timeout, reset, a refused token or quota)</span>\
          <span><i class=\"swatch\" style=\"background:{REFUSED_COLOUR}\"></i>refused by the API (4xx)</span>\
          <span>per {}</span></p>\n\
          <svg id=\"refusals\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" viewBox=\"0 0 {WIDTH} {HEIGHT}\">",
@@ -519,6 +521,16 @@ mod tests {
             .map(|c| c.throttled)
             .sum();
         assert_eq!(counts, 6, "counts are summed, not averaged");
+        // A second that only holds a pause (no answer, no pace) does not
+        // pull its bucket's pace to 0.
+        let mut seconds: Vec<Second> = (0..=1440).map(|i| second(i, 6, 0)).collect();
+        seconds[2] = Second {
+            at: 2,
+            paused_ms: 1_000,
+            ..Second::default()
+        };
+        let got = columns(&seconds);
+        assert_eq!((got[0].pace, got[0].paused_ms), (10.0, 1_000));
     }
 
     #[test]

@@ -825,6 +825,17 @@ mod tests {
             parse_retry_after("Mon, 24 Nov 2025 15:00:00 GMT", now()),
             Some(Duration::ZERO)
         );
+        // A date that is not one of the three forms (a one-digit day, a
+        // weekday that does not match the date) is unreadable, as any
+        // other unreadable value: the pause falls back to its default.
+        assert_eq!(
+            parse_retry_after("Mon, 4 Nov 2025 16:00:30 GMT", now()),
+            None
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 24 Nov 2025 16:00:30 GMT", now()),
+            None
+        );
         // The obsolete forms a recipient must still accept.
         assert_eq!(
             parse_retry_after("Monday, 24-Nov-25 16:00:30 GMT", now()),

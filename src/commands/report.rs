@@ -44,11 +44,16 @@ pub fn execute(args: &ReportArgs) -> Result<Exit> {
         Ok(())
     })?;
     if !crate::output::is_stdout(&args.out) {
+        let answers: u64 = seconds.iter().map(|s| u64::from(s.answers())).sum();
+        let span = match (seconds.first(), seconds.last()) {
+            (Some(first), Some(last)) => last.at - first.at + 1,
+            _ => 0,
+        };
         super::print_stdout(&format!(
-            "trackmass: wrote {} (run #{}, {}) from {}\n",
+            "trackmass: wrote {} (run #{}: {} over {span} s) from {}\n",
             args.out.display(),
             run.id,
-            crate::words::count(seconds.len() as u64, "second", "seconds"),
+            crate::words::count(answers, "answer", "answers"),
             args.state.display()
         ));
     }

@@ -138,10 +138,10 @@ pub fn render(shown: &[Shown]) -> String {
                 let _ = writeln!(out, "  {label}: {what}");
             }
             // The row's last change: its last request, or (never sent) the
-            // last time an input named it.
+            // last time an input named it or a run put it back to pending.
             let when = d.updated_at.as_deref().map(|u| {
                 if d.attempts == 0 {
-                    format!(", last read at {u}")
+                    format!(", last changed at {u}")
                 } else {
                     format!(", last at {u}")
                 }

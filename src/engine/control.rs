@@ -92,6 +92,7 @@ impl Answer {
                 Verdict::Retry {
                     throttled: true, ..
                 } => AnswerKind::Throttled,
+                // 5xx, transport failures, a refused token, a spent quota.
                 _ => AnswerKind::Failed,
             },
         }
@@ -302,6 +303,29 @@ impl Owner {
     }
 
     fn answered(&mut self, answer: Answer) -> Option<Throttle> {
+        let judging = self.pace.judging();
+        let reaction = self.react(&answer);
+        if judging && !self.pace.judging() {
+            self.judged();
+        }
+        reaction
+    }
+
+    /// A judgement of the last decrease ended (on an answer let through,
+    /// or on a 429): what the slow-down came to. The warning at that 429
+    /// could only say what got through until then.
+    fn judged(&self) {
+        let now = Instant::now();
+        let rate = self.pace.rate(now);
+        tracing::info!(
+            "pace judged after the last 429: going at {rate:.1}/s ({:.0}% of --rate), \
+             the gateway's limit put at {:.1}/s",
+            rate / self.ceiling * 100.0,
+            self.pace.learnt_limit().unwrap_or(rate)
+        );
+    }
+
+    fn react(&mut self, answer: &Answer) -> Option<Throttle> {
         self.report.requests += 1;
         if answer.resent {
             self.report.resent_after_interruption += 1;
@@ -330,17 +354,6 @@ impl Owner {
             self.pace.accepted(answer.sent_at, now);
             if (self.pace.epoch(), self.pace.judging()) != before {
                 tracing::debug!("pace after judging a decrease: {}", self.pace.state(now));
-            }
-            if before.1 && !self.pace.judging() {
-                // What the last 429's slow-down came to, once judged: the
-                // warning at that 429 could only say what got through then.
-                let rate = self.pace.rate(now);
-                tracing::info!(
-                    "pace judged after the last 429: going at {rate:.1}/s ({:.0}% of --rate), \
-                     the gateway's limit put at {:.1}/s",
-                    rate / self.ceiling * 100.0,
-                    self.pace.learnt_limit().unwrap_or(rate)
-                );
             }
         }
         if answer.worked {

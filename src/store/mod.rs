@@ -9,7 +9,9 @@
 //! - [`load`]: an input's rows into the ledger, in one transaction;
 //! - [`writer`]: the thread that commits answers in grouped transactions;
 //! - [`queries`]: what the result files, `status` and the feeder read;
-//! - [`history`]: the runs, and putting failed documents back to pending.
+//! - [`history`]: the runs, and putting failed documents back to pending;
+//! - `seconds`: what each second of a run's sending did, for
+//!   `trackmass report` (the table `seconds`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

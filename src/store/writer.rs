@@ -223,9 +223,16 @@ fn apply(conn: &mut Connection, run: RunId, group: &[Op]) -> rusqlite::Result<De
                  updated_at = ?2 WHERE id = ?1",
         )?;
         let mut second = tx.prepare_cached(
-            "INSERT OR REPLACE INTO seconds
+            "INSERT INTO seconds
                  (run, at, created, refused, throttled, failed, pace, rate, paused_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (run, at) DO UPDATE SET
+                 created = created + excluded.created,
+                 refused = refused + excluded.refused,
+                 throttled = throttled + excluded.throttled,
+                 failed = failed + excluded.failed,
+                 pace = excluded.pace,
+                 paused_ms = max(paused_ms, excluded.paused_ms)",
         )?;
         let mut not_sent = tx.prepare_cached(
             "UPDATE items SET status = 'pending', in_flight = 0, was_in_flight = ?3,
