@@ -3,7 +3,9 @@
 that `cargo bench --bench throughput` writes (target/bench/pace.csv): the
 calls the gateway let through and refused (429) each second.
 
-Usage: scripts/plot_pace.py [CSV] [PNG]   (needs matplotlib)
+Usage: scripts/plot_pace.py [CSV] [PNG] [TITLE]   (needs matplotlib)
+
+Every cell of the quota table has its CSV: target/bench/pace-GATEWAY-Nx.csv.
 """
 import csv
 import sys
@@ -15,6 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 source = sys.argv[1] if len(sys.argv) > 1 else "target/bench/pace.csv"
 target = sys.argv[2] if len(sys.argv) > 2 else "docs/pace-over-time.png"
+title = (
+    sys.argv[3]
+    if len(sys.argv) > 3
+    else "trackmass --rate 3× the limit, sliding window per second"
+)
 
 with open(source, newline="") as f:
     rows = list(csv.DictReader(f))
@@ -29,7 +36,7 @@ ax.plot(t, through, color="tab:blue", label="let through (per second)")
 ax.bar(t, refused, color="tab:red", width=1.0, label="answered 429 (per second)")
 ax.set_xlabel("seconds since the first request")
 ax.set_ylabel("requests per second")
-ax.set_title("trackmass --rate 3× the limit, sliding window per second")
+ax.set_title(title)
 ax.legend(loc="lower right")
 ax.set_ylim(bottom=0)
 fig.tight_layout()
