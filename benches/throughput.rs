@@ -3,9 +3,10 @@
 //! nothing, it measures, and prints each goal next to what it measured.
 //!
 //! Everything runs on this machine: the sandbox in this process, the
-//! release `trackmass` binary as a child process, `wrk` (Debian's package)
-//! as the raw load generator. Ratios are measured within one run, so a
-//! busy machine moves both sides together.
+//! release `trackmass` binary as a child process, and the comparators of
+//! the per-row cost ([`comparators`]: oha and the Python peer, installed
+//! by the benchmark itself). Ratios are measured within one run, so a busy
+//! machine moves both sides together.
 //!
 //! `TRACKMASS_BENCH_SCALE=small` runs smaller sizes (a quick look);
 //! `TRACKMASS_BENCH_OUT=DIR` is where the CSV of the concurrency sweep goes
@@ -17,6 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trackmass::sandbox::{self, Faults, RateLimit, Sandbox};
+
+#[path = "support/comparators.rs"]
+mod comparators;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trackmass");
 
@@ -295,25 +299,56 @@ fn main() {
     }
 }
 
-/// Measure 1: Overhead next to a raw load generator, same sandbox, same bodies.
+/// Measure 1: the per-row cost, next to a raw load generator (oha) and the
+/// Python job a user might write instead, on the same sandbox, in one run:
+/// rows (or requests) per second from start to exit, and peak memory.
 fn overhead(k: usize) {
     let n = 50_000 / k;
     let bench = Bench::fast();
     let dir = tempdir();
     let (m, s) = run_rows(&bench, dir.path(), n, &FAST);
     let ours = s["requests"].as_f64().unwrap_or(0.0) / m.wall.as_secs_f64();
-    match wrk(&bench, dir.path(), n) {
-        Some(raw) => row(
-            "overhead: trackmass run vs wrk, 50k rows, no latency",
-            format!("{ours:.0} rows/s vs {raw:.0} req/s = {:.2}", ours / raw),
-            "small overhead (ratio near 1)",
-        ),
-        None => row(
-            "overhead: trackmass run, 50k rows, no latency",
-            format!("{ours:.0} rows/s (wrk not installed: apt-get install wrk)"),
-            "",
-        ),
+    let mut cells = vec![format!(
+        "trackmass {ours:.0} rows/s, peak {:.1} MiB",
+        m.peak_rss_mib
+    )];
+    let url = format!("{}/track-document", bench.sb().base_url());
+    match comparators::oha(&url, &bench.token(), sandbox::API_KEY, n) {
+        Ok(raw) => cells.push(format!(
+            "oha {raw:.0} req/s: trackmass **{:.2}** of it",
+            ours / raw
+        )),
+        Err(why) => cells.push(format!("oha skipped: {why}")),
     }
+    match python_peer_rate(&bench, n) {
+        Ok((rate, peak)) => cells.push(format!(
+            "Python peer {rate:.0} rows/s, peak {peak:.1} MiB: trackmass **{:.2}×** it",
+            ours / rate
+        )),
+        Err(why) => cells.push(format!("Python peer skipped: {why}")),
+    }
+    row(
+        &format!("per-row cost: {n} rows, no latency, 64 in flight, --durability full"),
+        cells.join("; "),
+        "≥ 0.8 × oha, ≥ 5 × the Python peer",
+    );
+}
+
+/// The Python peer's rows per second over `n` rows (start to exit) and its
+/// peak memory, against a fresh sandbox of the same kind.
+fn python_peer_rate(bench: &Bench, n: usize) -> Result<(f64, f64), String> {
+    let (python, script) = comparators::python_peer()?;
+    let dir = tempdir();
+    let input = write_input(dir.path(), n);
+    let mut cmd =
+        comparators::pyjob_command(&python, &script, &input, &bench.sb().base_url(), dir.path());
+    cmd.env("TRACKMASS_API_KEY", sandbox::API_KEY)
+        .env("TRACKMASS_ACCESS_TOKEN", bench.token());
+    let m = measure(&mut cmd);
+    if m.code != Some(0) {
+        return Err(format!("pyjob.py exited {:?}", m.code));
+    }
+    Ok((n as f64 / m.wall.as_secs_f64(), m.peak_rss_mib))
 }
 
 /// Measure 2: Rate accuracy against a gateway limited to the same rate.
@@ -872,54 +907,6 @@ fn quota_table(k: usize, out_dir: &Path) {
             "≥ 0.95 of the limit, ≤ 1 × 429 per minute after the first, never above --rate",
         );
     }
-}
-
-/// `wrk` posting the same bodies as the run to the same sandbox; returns
-/// requests per second, or `None` when wrk is not installed.
-fn wrk(bench: &Bench, dir: &Path, n: usize) -> Option<f64> {
-    which("wrk")?;
-    let token = bench.token();
-    // The same body mix as write_input, cycling through the references.
-    let script = dir.join("bodies.lua");
-    std::fs::write(
-        &script,
-        format!(
-            r#"
-local n = {n}
-local i = 0
-local ways = {{"Import", "Export", "", "Transhipment"}}
-local places = {{"MTDF", "", "FRLEH", "MTDF"}}
-local agents = {{"CCGM", "MSCU", "", "ONEY"}}
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {token}"
-wrk.headers["Ocp-Apim-Subscription-Key"] = "{key}"
-request = function()
-  local k = i % 4 + 1
-  local body = string.format('{{"documentReference":"BENCH%09d"', i % n)
-  if ways[k] ~= "" then body = body .. ',"way":"' .. ways[k] .. '"' end
-  if places[k] ~= "" then body = body .. ',"place":"' .. places[k] .. '"' end
-  if agents[k] ~= "" then body = body .. ',"agentCode":"' .. agents[k] .. '"' end
-  i = i + 1
-  return wrk.format(nil, nil, nil, body .. "}}")
-end
-"#,
-            key = sandbox::API_KEY
-        ),
-    )
-    .ok()?;
-    let url = format!("{}/track-document", bench.sb().base_url());
-    let out = Command::new("wrk")
-        .args(["-t", "2", "-c", "64", "-d", "10s", "-s"])
-        .arg(&script)
-        .arg(&url)
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
 }
 
 fn which(program: &str) -> Option<PathBuf> {
