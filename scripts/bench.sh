@@ -6,14 +6,12 @@
 #   scripts/bench.sh            # full sizes (about 40 minutes on 2 cores)
 #   TRACKMASS_BENCH_SCALE=small scripts/bench.sh   # a quick look
 #
-# Needs wrk for the overhead row (Debian: apt-get install wrk) and Python 3
-# for the plot (matplotlib is installed into target/bench/venv).
+# Needs Python 3: for the plots (matplotlib is installed into
+# target/bench/venv) and for the per-row cost's Python peer, which the
+# benchmark installs itself with oha (under target/bench-tools).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target/bench
-if ! command -v wrk >/dev/null; then
-    echo "note: wrk is not installed (apt-get install wrk); the overhead row will lack its reference" >&2
-fi
 cargo bench --bench throughput | tee target/bench/table.md
 if [ ! -x target/bench/venv/bin/python ]; then
     python3 -m venv target/bench/venv
