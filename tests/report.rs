@@ -169,27 +169,33 @@ fn browse(browser: &Path, work: &Workdir, page: &Path, args: &[&str]) -> String 
         .args(args)
         .arg(format!("file://{}", page.display()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(work.path("chromium.log")).expect("chromium's log"))
         .spawn()
         .expect("chromium starts");
     let mut stdout = child.stdout.take().expect("piped");
     let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-        text
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     });
     let started = Instant::now();
-    loop {
-        if child.try_wait().expect("chromium's status").is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("chromium's status") {
+            break status;
         }
         if started.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
             panic!("chromium did not finish within a minute");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-    reader.join().expect("stdout read")
+    };
+    let text = reader.join().expect("stdout read");
+    let log = std::fs::read_to_string(work.path("chromium.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "chromium {args:?} ended with {status}:\n{log}"
+    );
+    text
 }
 
 /// Rows (y) of the screenshot where a pixel has colour `hex` (#rrggbb).

@@ -15,6 +15,10 @@ use crate::store::{Scope, Store};
 /// pending: those of the whole ledger, or of run `only` (its input's rows
 /// and what it, or a continuation of it, answered). Either way with the
 /// last run's settings, writing its files.
+///
+/// Long for a reason: the checks a continuation makes before it sends
+/// (a state file, its lock, a run to continue, its settings, the
+/// overrides), in that order, each with its own message.
 pub async fn execute(
     command: Command,
     args: &ContinueArgs,

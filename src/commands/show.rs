@@ -81,6 +81,10 @@ pub fn execute(args: &ShowArgs) -> Result<Exit> {
 }
 
 /// The lookup for a terminal.
+///
+/// Long for a reason: one document's lines in the order they print
+/// (status, tracking, units with their events, last answer, requests),
+/// each a few lines of formatting.
 pub fn render(shown: &[Shown]) -> String {
     let mut out = String::new();
     for s in shown {

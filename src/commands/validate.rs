@@ -63,14 +63,7 @@ pub struct RejectLine {
 
 pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     let defaults = defaults_from(&args.defaults)?;
-    if let Some(rejects) = &args.rejects {
-        let mut protected = vec![("the input", args.input.clone())];
-        if let Some(state) = &args.state {
-            protected.extend(crate::paths::state_files(state));
-        }
-        crate::paths::check_outputs(&protected, &[("--rejects", rejects)])?;
-        crate::paths::check_writable(&[("--rejects", rejects)])?;
-    }
+    check_rejects_path(args)?;
     // A state file not made yet is a ledger that holds nothing.
     let store = match &args.state {
         Some(path) => Store::open_if_exists(path)?,
@@ -146,6 +139,21 @@ pub fn execute(args: &ValidateArgs) -> Result<Exit> {
     } else {
         Exit::Success
     })
+}
+
+/// `--rejects` must not overwrite the input or the state file, and must be
+/// writable, before anything is read.
+fn check_rejects_path(args: &ValidateArgs) -> Result<()> {
+    let Some(rejects) = &args.rejects else {
+        return Ok(());
+    };
+    let mut protected = vec![("the input", args.input.clone())];
+    if let Some(state) = &args.state {
+        protected.extend(crate::paths::state_files(state));
+    }
+    crate::paths::check_outputs(&protected, &[("--rejects", rejects)])?;
+    crate::paths::check_writable(&[("--rejects", rejects)])?;
+    Ok(())
 }
 
 /// Reads and validates every row, counting into `report` and `LoadCounts`

@@ -240,6 +240,10 @@ pub async fn session(
 
 /// Sends the pending rows of the batch and sums up what the ledger holds
 /// after it.
+///
+/// Long for a reason: half of it is the `Summary` literal, each field read
+/// from the counts before and after; the rest is the order of a run
+/// (recover, count, send, count again, write the files).
 async fn work(
     config: &RunConfig,
     ui: &Ui,

@@ -20,6 +20,9 @@ pub(super) enum Gate {
 }
 
 /// The gateway's checks: subscription key, rate limit, quota.
+///
+/// Long for a reason: three checks in the order APIM makes them, each with
+/// its own answer shape; the order is the point, so it reads in one place.
 pub(super) fn gateway(
     shared: &Shared,
     query: &HashMap<String, String>,
