@@ -242,10 +242,18 @@ fn created(status: u16, body: &[u8]) -> Verdict {
         http_status: status,
         reason,
     };
-    // An object, not anything serde could read as the struct's fields (a
-    // JSON array is read field by field).
-    let parsed: TrackingResponse =
-        match serde_json::from_slice::<serde_json::Value>(body).and_then(|v| {
+    // The usual answer, an object that reads as the struct, is read
+    // straight into it. Anything else takes the way through a `Value`,
+    // which says why it is unreadable as it always did: an object, not
+    // anything serde could read as the struct's fields (a JSON array is
+    // read field by field), and its errors without a position.
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let direct = object
+        .then(|| serde_json::from_slice::<TrackingResponse>(body).ok())
+        .flatten();
+    let parsed: TrackingResponse = match direct {
+        Some(p) => p,
+        None => match serde_json::from_slice::<serde_json::Value>(body).and_then(|v| {
             if v.is_object() {
                 serde_json::from_value(v)
             } else {
@@ -259,7 +267,8 @@ fn created(status: u16, body: &[u8]) -> Verdict {
                     excerpt(body)
                 ));
             }
-        };
+        },
+    };
     match parsed.tracking_id {
         Some(id) if !id.is_empty() => Verdict::Created {
             tracking_id: id,
@@ -647,6 +656,36 @@ mod tests {
 
     fn now() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000)
+    }
+
+    #[test]
+    fn a_created_body_reads_the_same_straight_or_through_a_value() {
+        // Read straight into the struct (the usual answer), or, when that
+        // fails, through a Value as before: a duplicated key keeps the last
+        // value, an array is not an object, a wrong type says why.
+        let cases: [(&[u8], Result<&str, &str>); 5] = [
+            (
+                br#" {"trackingId":"T1","trackedHandlingUnits":[]}"#,
+                Ok("T1"),
+            ),
+            (br#"{"trackingId":"A","trackingId":"B"}"#, Ok("B")),
+            (br#"["T1", []]"#, Err("the body is not a JSON object")),
+            (
+                br#"{"trackingId":7}"#,
+                Err("invalid type: integer `7`, expected a string"),
+            ),
+            (br#"{"trackingId":"T1""#, Err("EOF while parsing an object")),
+        ];
+        for (body, expected) in cases {
+            let got = classify(201, None, body, now());
+            match (expected, &got) {
+                (Ok(id), Verdict::Created { tracking_id, .. }) => assert_eq!(tracking_id, id),
+                (Err(why), Verdict::BadResponse { reason, .. }) => {
+                    assert!(reason.contains(why), "{reason}");
+                }
+                _ => panic!("{}: {got:?}", String::from_utf8_lossy(body)),
+            }
+        }
     }
 
     #[test]
