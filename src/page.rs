@@ -19,7 +19,7 @@ const HEIGHT: f64 = 240.0;
 /// Room for the axis labels.
 const LEFT: f64 = 56.0;
 const BOTTOM: f64 = 28.0;
-const TOP: f64 = 12.0;
+const TOP: f64 = 24.0;
 
 /// Series colours; the browser test looks for them in a screenshot.
 pub const ANSWERS_COLOUR: &str = "#1f6fd1";
@@ -254,7 +254,7 @@ fn summary(page: &Page<'_>, t: &Totals) -> String {
             format!(
                 "<span id=\"created\">{}</span> created, <span id=\"refused\">{}</span> refused \
                  by the API, <span id=\"throttled\">{}</span> × 429, <span id=\"failed\">{}</span> \
-                 transient failures",
+                 failed otherwise (5xx, timeouts, resets, a refused token or quota)",
                 t.created, t.refused, t.throttled, t.failed
             ),
         ));
@@ -309,7 +309,7 @@ fn axes(svg: &mut String, frame: &Frame, columns: &[Column], unit: &str) {
     let _ = write!(
         svg,
         "<text x=\"4\" y=\"{:.1}\">{}</text>",
-        TOP + 4.0,
+        TOP - 12.0,
         escape(unit)
     );
     let labels = 6.min(columns.len());
