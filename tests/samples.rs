@@ -86,15 +86,6 @@ fn with_umask(cmd: &mut Command, umask: u32) -> i32 {
     cmd.status().unwrap().code().unwrap_or(-1)
 }
 
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
 #[test]
 fn the_systemd_units_pass_systemd_analyze_verify() {
     let Ok(probe) = Command::new("systemd-analyze").arg("--version").output() else {

@@ -325,17 +325,6 @@ impl<'a> Evidence<'a> {
     }
 }
 
-/// Mode bits of a file.
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
 /// The state file (and its -wal, -shm and lock file where present) and the
 /// result files are readable by their owner only.
 #[cfg(unix)]

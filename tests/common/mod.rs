@@ -296,6 +296,17 @@ pub fn spawn_sandbox(work: &Workdir, args: &[&str]) -> (Child, String) {
     (child, base)
 }
 
+/// Mode bits of a file.
+#[cfg(unix)]
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
 /// A path as a C string, for the libc calls of the tests.
 #[cfg(unix)]
 pub fn c_path(path: &Path) -> std::ffi::CString {
