@@ -36,6 +36,10 @@ pub struct Loader<'s> {
     /// fields than the ledger's): a hash of that row's body, which later
     /// rows of the input are compared with.
     first_rows: HashMap<i64, u64>,
+    /// The ledger held rejects of other inputs when the load began: only
+    /// then can a valid row supersede one (a statement per row otherwise
+    /// spent finding nothing).
+    earlier_rejects: bool,
     /// The load's transaction is open (rolled back if dropped so).
     open: bool,
 }
@@ -72,6 +76,7 @@ impl Store {
             force_since: None,
             counts: LoadCounts::default(),
             first_rows: HashMap::new(),
+            earlier_rejects: false,
             open: true,
         };
         let conn = &loader.store.conn;
@@ -90,6 +95,13 @@ impl Store {
                 )?;
                 Ok(run)
             })
+            .map_err(|e| sqlite_error(&path, e))?;
+        loader.earlier_rejects = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM items WHERE status = 'rejected')",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| sqlite_error(&path, e))?;
         loader.run = run;
         loader.force_since = force_since.map(|since| since.unwrap_or(run));
@@ -278,8 +290,10 @@ impl Loader<'_> {
                 st.see.execute(params![id, self.run, self.source, line])?;
             }
         }
-        st.drop_rejects
-            .execute(params![row.document_reference, row.agent_code, self.run])?;
+        if self.earlier_rejects {
+            st.drop_rejects
+                .execute(params![row.document_reference, row.agent_code, self.run])?;
+        }
         Ok(class)
     }
 
