@@ -1,19 +1,20 @@
 //! The one owner of what a run's request tasks share: the pace, the circuit
 //! breaker, the counters, the latency behind Little's law and the fatal
-//! cause. Tasks report to it and ask it over a channel; it takes each
-//! message in turn, so no task sees the pace half-updated and there is no
-//! lock to poison. What tasks read without asking (whether a booked slot
-//! still holds) it publishes on a watch channel. When every task is done it
-//! judges an outage and hands back the [`DispatchReport`].
+//! cause. It sits behind one lock, taken for a whole booking or a whole
+//! answer and never across an await, so no task sees the pace
+//! half-updated. When every task is done it judges an outage and hands
+//! back the [`DispatchReport`].
 //!
-//! The channel is unbounded, yet bounded by the tasks: each waits for the
-//! answer to its booking and to its answer report, and its other messages
-//! (ran out, fatal) are its last.
+//! It was a task that the request tasks asked over a channel. A booking
+//! and an answer each cost a round trip through the scheduler then, often
+//! between the two worker threads: about 15% of the run's wall time at
+//! full speed (BENCHMARKS.md, issue 15). Every call here is short and
+//! synchronous (no I/O: the writer's queue and the log only), so a lock
+//! costs less than the trip.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::DispatchReport;
@@ -27,7 +28,7 @@ use crate::timeline::{AnswerKind, Seconds};
 /// Answers before the latency is judged against `--rate`.
 const LATENCY_SAMPLE: u64 = 50;
 
-/// What a request task tells the control task of one answer.
+/// What a request task tells [`Control`] of one answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub sent_at: Instant,
@@ -106,47 +107,22 @@ pub struct Booking {
     epoch: u64,
 }
 
-/// What the control task publishes for tasks to read without asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Published {
-    epoch: u64,
-    paused_until: Option<Instant>,
-}
-
-enum Msg {
-    Book(oneshot::Sender<Booking>),
-    Answered(Answer, oneshot::Sender<Option<Throttle>>),
-    RanOut {
-        id: i64,
-        maybe_sent: bool,
-        exhausted: Outcome,
-    },
-    Fatal(String),
-}
-
-/// A request task's line to the control task.
+/// A request task's handle on the one owner of what the tasks share.
 #[derive(Clone)]
 pub struct Control {
-    tx: mpsc::UnboundedSender<Msg>,
-    published: watch::Receiver<Published>,
+    owner: Arc<Mutex<Owner>>,
 }
 
 impl Control {
-    /// Starts the control task. It ends, with the run's report, once every
-    /// `Control` is dropped.
+    /// The owner of a run's pace, breaker and counters; [`Control::finish`]
+    /// hands back the run's report once every task is done.
     pub fn start(
         settings: &DispatchSettings,
         writer: Arc<Writer>,
         view: Arc<PaceView>,
         stop: CancellationToken,
-    ) -> (Control, tokio::task::JoinHandle<DispatchReport>) {
+    ) -> Control {
         let now = Instant::now();
-        let pace = Pace::new(settings.rate.interval(), settings.burst, now);
-        let (publish, published) = watch::channel(Published {
-            epoch: pace.epoch(),
-            paused_until: None,
-        });
-        let (tx, rx) = mpsc::unbounded_channel();
         let owner = Owner {
             ceiling: settings.rate.per_second(),
             rate_shown: settings.rate.to_string(),
@@ -155,9 +131,8 @@ impl Control {
             writer,
             view,
             stop,
-            pace,
+            pace: Pace::new(settings.rate.interval(), settings.burst, now),
             breaker: Breaker::new(settings.trip_after),
-            publish,
             report: DispatchReport::default(),
             answers: 0,
             latency: Duration::ZERO,
@@ -167,49 +142,67 @@ impl Control {
             seconds: Seconds::default(),
             clock: (now, SystemTime::now()),
         };
-        (Control { tx, published }, tokio::spawn(owner.run(rx)))
+        Control {
+            owner: Arc::new(Mutex::new(owner)),
+        }
     }
 
-    /// Books the next slot with the pace; `None` if the control task is
-    /// gone (the run is ending).
-    pub async fn book(&self) -> Option<Booking> {
-        let (reply, answer) = oneshot::channel();
-        self.tx.send(Msg::Book(reply)).ok()?;
-        answer.await.ok()
+    /// The owner, for one whole update. A panic while it was held (a bug)
+    /// has already made its task's end a fatal error of the run; what the
+    /// counters say is still the best account there is.
+    fn owner(&self) -> MutexGuard<'_, Owner> {
+        self.owner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Books the next slot with the pace.
+    pub fn book(&self) -> Booking {
+        self.owner().book()
     }
 
     /// Whether a booked slot still holds: no pause in force, and no 429
     /// changed the pace since it was booked (at the old pace, it books
     /// again).
     pub fn holds(&self, booking: Booking) -> bool {
-        let p = *self.published.borrow();
-        p.epoch == booking.epoch && p.paused_until.is_none_or(|until| until <= Instant::now())
+        let owner = self.owner();
+        owner.pace.epoch() == booking.epoch && owner.pace.paused_until(Instant::now()).is_none()
     }
 
     /// Reports an answer; for a 429, what the pace made of it.
-    pub async fn answered(&self, answer: Answer) -> Option<Throttle> {
-        let (reply, reaction) = oneshot::channel();
-        self.tx.send(Msg::Answered(answer, reply)).ok()?;
-        reaction.await.ok().flatten()
+    pub fn answered(&self, answer: Answer) -> Option<Throttle> {
+        self.owner().answered(answer)
     }
 
     /// A row ran out of attempts: `exhausted`, unless the breaker keeps it
     /// as a victim of an outage (a trip puts it back to pending).
     pub fn ran_out(&self, id: i64, maybe_sent: bool, exhausted: Outcome) {
-        let _ = self.tx.send(Msg::RanOut {
-            id,
-            maybe_sent,
-            exhausted,
-        });
+        let mut owner = self.owner();
+        if owner.breaker.ran_out(id, maybe_sent) {
+            owner.record(id, exhausted);
+        } else {
+            owner.record(id, Outcome::Requeue { maybe_sent });
+        }
     }
 
     /// Records the first fatal reason and stops dispatch.
     pub fn fatal(&self, message: String) {
-        let _ = self.tx.send(Msg::Fatal(message));
+        self.owner().fatal(message);
+    }
+
+    /// Once every task is done: judges an outage, keeps the last second of
+    /// the timeline, and hands back the run's report.
+    pub fn finish(&self) -> DispatchReport {
+        let mut owner = self.owner();
+        owner.check_outage();
+        if let Some(last) = owner.seconds.finish() {
+            let _ = owner.writer.second(last);
+        }
+        owner.report.lowest_pace = owner.pace.lowest_factor();
+        owner.report.sending = owner.first_sent.map_or(Duration::ZERO, |t| t.elapsed());
+        std::mem::take(&mut owner.report)
     }
 }
 
-/// The control task's state.
+/// What the request tasks share, behind [`Control`]'s one lock.
 struct Owner {
     ceiling: f64,
     rate_shown: String,
@@ -220,7 +213,6 @@ struct Owner {
     stop: CancellationToken,
     pace: Pace,
     breaker: Breaker,
-    publish: watch::Sender<Published>,
     /// Requests, re-sends, 429s and the fatal cause so far.
     report: DispatchReport,
     /// HTTP answers and their summed time, for Little's law.
@@ -237,52 +229,6 @@ struct Owner {
 }
 
 impl Owner {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> DispatchReport {
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                Msg::Book(reply) => {
-                    let _ = reply.send(self.book());
-                }
-                Msg::Answered(answer, reply) => {
-                    let _ = reply.send(self.answered(answer));
-                }
-                Msg::RanOut {
-                    id,
-                    maybe_sent,
-                    exhausted,
-                } => {
-                    if self.breaker.ran_out(id, maybe_sent) {
-                        self.record(id, exhausted);
-                    } else {
-                        self.record(id, Outcome::Requeue { maybe_sent });
-                    }
-                }
-                Msg::Fatal(message) => self.fatal(message),
-            }
-            self.publish();
-        }
-        self.check_outage();
-        if let Some(last) = self.seconds.finish() {
-            let _ = self.writer.second(last);
-        }
-        self.report.lowest_pace = self.pace.lowest_factor();
-        self.report.sending = self.first_sent.map_or(Duration::ZERO, |t| t.elapsed());
-        self.report
-    }
-
-    fn publish(&self) {
-        let now = Instant::now();
-        let current = Published {
-            epoch: self.pace.epoch(),
-            paused_until: self.pace.paused_until(now),
-        };
-        self.publish.send_if_modified(|p| {
-            let changed = *p != current;
-            *p = current;
-            changed
-        });
-    }
-
     fn book(&mut self) -> Booking {
         let now = Instant::now();
         let at = self.pace.reserve(now);

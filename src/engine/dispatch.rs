@@ -3,7 +3,7 @@
 //! One producer loop takes pending rows in id order, waits for a free slot
 //! (semaphore), then spawns a task per row. A task marks its row in flight
 //! (durably), books its turn with the pace through the
-//! [control task](super::control) (which owns the pace, the breaker and
+//! [control](super::control) (which owns the pace, the breaker and
 //! the counters), sends at that moment, lets [`attempt::next`] decide what
 //! the answer means for the row, and hands the final outcome to the state
 //! writer. A fatal condition or a stop request ends the producer; tasks
@@ -57,7 +57,7 @@ impl Default for DispatchReport {
 }
 
 /// What every request task holds: the API, the state writer, the settings,
-/// the stop, and its line to the [control task](super::control), which owns
+/// the stop, and its handle on [control](super::control), which owns
 /// everything the tasks share.
 struct Ctx {
     api: Arc<Api>,
@@ -76,14 +76,22 @@ impl Ctx {
     }
 
     /// Waits for the right to send one request: books a slot with the pace
-    /// (rate limit, pauses after 429s) and sleeps until it. `false` if
+    /// (rate limit, pauses after 429s) and waits until it. `false` if
     /// dispatch stopped.
     async fn gate(&self) -> bool {
         loop {
-            let Some(booking) = self.control.book().await else {
-                return false;
-            };
-            if booking.at > Instant::now() {
+            let booking = self.control.book();
+            let left = booking.at.saturating_duration_since(Instant::now());
+            if left < TIMER_TICK {
+                // The timer would wake it at its next tick, up to a tick
+                // late; at a fast pace many slots fall within one tick
+                // (tasks released together by one commit book them side
+                // by side), and that lateness was 12% of a run's wall
+                // time at full speed (BENCHMARKS.md). Never early either.
+                while Instant::now() < booking.at {
+                    tokio::task::yield_now().await;
+                }
+            } else {
                 tokio::select! {
                     biased;
                     _ = self.stop.cancelled() => return false,
@@ -143,7 +151,7 @@ impl Ctx {
     }
 
     /// Takes in what an answer says for the run (the token; latency, the
-    /// pace and the breaker, through the control task), and gathers what
+    /// pace and the breaker, through control), and gathers what
     /// the row's policy needs.
     async fn observe(
         &self,
@@ -163,7 +171,7 @@ impl Ctx {
             }
             _ => {}
         }
-        let throttle = self.control.answered(answer).await;
+        let throttle = self.control.answered(answer);
         Facts {
             line,
             max_attempts: self.settings.max_attempts,
@@ -193,7 +201,7 @@ pub async fn dispatch(
     view: Arc<PaceView>,
     stop: CancellationToken,
 ) -> DispatchReport {
-    let (control, owner) = Control::start(&settings, writer.clone(), view, stop.clone());
+    let control = Control::start(&settings, writer.clone(), view, stop.clone());
     let ctx = Arc::new(Ctx {
         api,
         writer,
@@ -234,12 +242,7 @@ pub async fn dispatch(
     while let Some(done) = tasks.join_next().await {
         reap(done, &ctx);
     }
-    // The last line to the control task: it ends with the report.
-    drop(ctx);
-    owner.await.unwrap_or_else(|e| DispatchReport {
-        fatal: Some(format!("internal error in the dispatch control task: {e}")),
-        ..DispatchReport::default()
-    })
+    ctx.control.finish()
 }
 
 fn reap(done: Result<(), tokio::task::JoinError>, ctx: &Ctx) {
@@ -349,6 +352,9 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         }
     }
 }
+
+/// The tokio timer's resolution: a sleep ends at a tick of this length.
+const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The longest `Retry-After` waited for: 5 minutes (APIM's longest
 /// rate-limit renewal period), or `--backoff-cap` if longer. A server that
