@@ -308,9 +308,14 @@ fn overhead(k: usize) {
     let dir = tempdir();
     let (m, s) = run_rows(&bench, dir.path(), n, &FAST);
     let ours = s["requests"].as_f64().unwrap_or(0.0) / m.wall.as_secs_f64();
+    let ms = |k: &str| s["request_ms"][k].as_f64().unwrap_or(f64::NAN);
     let mut cells = vec![format!(
-        "trackmass {ours:.0} rows/s, peak {:.1} MiB",
-        m.peak_rss_mib
+        "trackmass {ours:.0} rows/s, peak {:.1} MiB, a request's time: in-flight mark {:.2} ms, \
+         turn {:.2} ms, answer {:.2} ms",
+        m.peak_rss_mib,
+        ms("in_flight_mark"),
+        ms("turn"),
+        ms("answer"),
     )];
     let url = format!("{}/track-document", bench.sb().base_url());
     match comparators::oha(&url, &bench.token(), sandbox::API_KEY, n) {

@@ -47,11 +47,43 @@ pub struct Summary {
     /// From the first request out to the last answer in; `requests /
     /// sending_seconds` is the rate achieved.
     pub sending_seconds: f64,
+    /// Where a request's time went, on average.
+    pub request_ms: RequestMs,
     pub outcome: RunOutcome,
     pub exit_code: u8,
     pub fatal: Option<String>,
     pub results: String,
     pub failures: String,
+}
+
+/// Where a request's time went, in milliseconds, averaged over the run's
+/// requests: with `--concurrency` they bound the rate (Little's law), and
+/// say which to look at when a run goes slower than `--rate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RequestMs {
+    /// Waiting for the row's in-flight mark to be committed (the disk).
+    pub in_flight_mark: f64,
+    /// Waiting for its turn: a token, then the pace's slot.
+    pub turn: f64,
+    /// From the request out to its answer in (the network and the API).
+    pub answer: f64,
+}
+
+impl RequestMs {
+    /// The averages of `total` over `requests`, to the microsecond.
+    pub fn of(total: &crate::engine::dispatch::RequestTime, requests: u64) -> RequestMs {
+        let ms = |d: std::time::Duration| {
+            if requests == 0 {
+                return 0.0;
+            }
+            (d.as_secs_f64() * 1000.0 / requests as f64 * 1000.0).round() / 1000.0
+        };
+        RequestMs {
+            in_flight_mark: ms(total.marking),
+            turn: ms(total.turn),
+            answer: ms(total.answer),
+        }
+    }
 }
 
 /// The summary of a command that failed before it could count anything
@@ -358,11 +390,40 @@ mod tests {
             stopped_by: None,
             elapsed_seconds: 30.0,
             sending_seconds: 29.0,
+            request_ms: RequestMs::default(),
             outcome: RunOutcome::CompletedWithFailures,
             exit_code: 3,
             fatal: None,
             results: "results.csv".into(),
             failures: "failures.csv".into(),
+        }
+    }
+
+    #[test]
+    fn request_times_are_averaged_over_the_requests() {
+        use crate::engine::dispatch::RequestTime;
+        use std::time::Duration;
+        let total = RequestTime {
+            marking: Duration::from_micros(4_001),
+            turn: Duration::from_secs(2),
+            answer: Duration::from_millis(300),
+        };
+        // (requests, expected in_flight_mark, turn, answer in ms)
+        let cases = [
+            (4, (1.0, 500.0, 75.0)),
+            (3, (1.334, 666.667, 100.0)),
+            (0, (0.0, 0.0, 0.0)),
+        ];
+        for (requests, (mark, turn, answer)) in cases {
+            assert_eq!(
+                RequestMs::of(&total, requests),
+                RequestMs {
+                    in_flight_mark: mark,
+                    turn,
+                    answer
+                },
+                "{requests} requests"
+            );
         }
     }
 

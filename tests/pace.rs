@@ -184,3 +184,54 @@ fn what_a_429s_slow_down_came_to_is_logged_once_judged() {
     assert!((5.0..=30.0).contains(&going), "{line}");
     assert!((5.0..=30.0).contains(&limit), "{line}");
 }
+
+/// The summary says where a request's time went, on average: with a slow
+/// API it is the answer, with a slow pace the turn. Both runs have 8 in
+/// flight; the first at an ample --rate against an API taking 100 ms, the
+/// second against an instant API at --rate 20/s, where each request books
+/// a slot behind the 7 others' (about 350 ms).
+#[test]
+fn the_summary_says_where_a_requests_time_went() {
+    let slow_api = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        faults: Faults {
+            latency: Duration::from_millis(100),
+            ..Faults::default()
+        },
+        ..Config::default()
+    });
+    let instant_api = TestSandbox::with_config(Config {
+        unknown_rate: 0.0,
+        ..Config::default()
+    });
+    let mut times = Vec::new();
+    for (sandbox, rate) in [(&slow_api, "1000/s"), (&instant_api, "20/s")] {
+        let work = Workdir::new();
+        work.write("in.csv", reference_csv(&references("RT", 40)));
+        let out = output(work.run_against(sandbox, "in.csv").args([
+            "--rate",
+            rate,
+            "--concurrency",
+            "8",
+            "--summary",
+            "s.json",
+        ]));
+        assert_exit(&out, 0);
+        let ms = json(&work.read("s.json"))["request_ms"].clone();
+        let get = |k: &str| {
+            ms[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no request_ms.{k} in {ms}"))
+        };
+        times.push((get("in_flight_mark"), get("turn"), get("answer")));
+    }
+    let (mark, turn, answer) = times[0];
+    assert!(answer >= 100.0, "slow API: {times:?}");
+    assert!(
+        turn < 50.0 && mark > 0.0 && mark < answer,
+        "slow API: {times:?}"
+    );
+    let (mark, turn, answer) = times[1];
+    assert!(turn > 200.0, "slow pace: {times:?}");
+    assert!(answer < turn / 10.0 && mark > 0.0, "slow pace: {times:?}");
+}

@@ -34,6 +34,10 @@ pub struct Answer {
     pub sent_at: Instant,
     /// From the request out to its answer in.
     pub took: Duration,
+    /// What it waited for before it left: its in-flight mark's commit,
+    /// then its turn.
+    pub marking: Duration,
+    pub turn: Duration,
     /// The row's first request of this run, and an earlier process died
     /// with it in flight.
     pub resent: bool,
@@ -77,6 +81,8 @@ impl Answer {
         Answer {
             sent_at,
             took: sent_at.elapsed(),
+            marking: Duration::ZERO,
+            turn: Duration::ZERO,
             resent,
             answered: !matches!(verdict, Verdict::Unanswered { .. }),
             throttled,
@@ -273,6 +279,9 @@ impl Owner {
 
     fn react(&mut self, answer: &Answer) -> Option<Throttle> {
         self.report.requests += 1;
+        self.report.time.marking += answer.marking;
+        self.report.time.turn += answer.turn;
+        self.report.time.answer += answer.took;
         if answer.resent {
             self.report.resent_after_interruption += 1;
         }

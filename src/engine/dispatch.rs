@@ -10,7 +10,7 @@
 //! already sending finish and are recorded; rows not sent stay pending.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -40,7 +40,22 @@ pub struct DispatchReport {
     pub lowest_pace: f64,
     /// From the first request out to the last answer in: the time the
     /// achieved rate is measured over.
-    pub sending: std::time::Duration,
+    pub sending: Duration,
+    /// Where the requests' time went, summed over them all.
+    pub time: RequestTime,
+}
+
+/// Where requests spend their time, summed: what bounds a run that reaches
+/// neither `--rate` nor the gateway's limit (Little's law: in flight / time
+/// per request).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestTime {
+    /// Waiting for the row's in-flight mark to be committed (the disk).
+    pub marking: Duration,
+    /// Waiting for its turn: a token, then the pace's slot.
+    pub turn: Duration,
+    /// From the request out to its answer in.
+    pub answer: Duration,
 }
 
 impl Default for DispatchReport {
@@ -51,7 +66,8 @@ impl Default for DispatchReport {
             fatal: None,
             throttled: 0,
             lowest_pace: 1.0,
-            sending: std::time::Duration::ZERO,
+            sending: Duration::ZERO,
+            time: RequestTime::default(),
         }
     }
 }
@@ -269,6 +285,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         // goes out at once: the time between the rate slot and the request
         // must not vary with the disk, or requests bunch up at the gateway
         // (a window would see more than the rate allows).
+        let marking = Instant::now();
         if ctx.writer.dispatched(item.id).await.is_err() {
             ctx.control
                 .fatal("the state file writer stopped; see the error above".into());
@@ -277,6 +294,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
         let not_sent = Outcome::NotSent {
             was_in_flight: row.maybe_sent,
         };
+        let turn = Instant::now();
         let bearer = match ctx.turn().await {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -309,7 +327,9 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             crate::spec::TRACK_PATH,
             verdict.brief()
         );
-        let answer = Answer::of(&verdict, stated, sent_at, posts == 1 && item.was_in_flight);
+        let mut answer = Answer::of(&verdict, stated, sent_at, posts == 1 && item.was_in_flight);
+        answer.marking = turn - marking;
+        answer.turn = sent_at - turn;
         let facts = ctx
             .observe(&verdict, answer, bearer.generation, item.line, &row)
             .await;
@@ -331,9 +351,7 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
                 tracing::debug!(
                     line = item.line,
                     "retrying in {}",
-                    humantime::format_duration(std::time::Duration::from_millis(
-                        delay.as_millis() as u64
-                    ))
+                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 );
                 tokio::select! {
                     biased;
@@ -354,13 +372,11 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
 }
 
 /// The tokio timer's resolution: a sleep ends at a tick of this length.
-const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// The longest `Retry-After` waited for: 5 minutes (APIM's longest
 /// rate-limit renewal period), or `--backoff-cap` if longer. A server that
 /// asks for more is down for longer than a run should sit and wait.
-fn longest_wait(settings: &DispatchSettings) -> std::time::Duration {
-    settings
-        .backoff_cap
-        .max(std::time::Duration::from_secs(300))
+fn longest_wait(settings: &DispatchSettings) -> Duration {
+    settings.backoff_cap.max(Duration::from_secs(300))
 }

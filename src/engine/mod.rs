@@ -339,6 +339,7 @@ async fn work(
         stopped_by,
         elapsed_seconds: started.instant.elapsed().as_secs_f64(),
         sending_seconds: report.sending.as_secs_f64(),
+        request_ms: crate::summary::RequestMs::of(&report.time, report.requests),
         outcome,
         exit_code: outcome.exit().code(),
         fatal: report.fatal,
