@@ -3,7 +3,7 @@
 //!
 //! `csv input → validate (rayon) → ledger of documents (SQLite, [`store`];
 //! its vocabulary in `ledger`) → [`engine`] (request tasks, the per-row
-//! `attempt` policy, a control task owning the `pace` and the breaker,
+//! `attempt` policy, one lock (`engine::control`) owning the `pace` and the breaker,
 //! tokens) → ledger → result files`, with [`sandbox`] an emulator of the
 //! API that the job only starts for `--sandbox`. The [`commands`] are thin:
 //! they decide what the ledger owes and return the exit status, which only

@@ -1,5 +1,5 @@
 //! A run's seconds: what each second of sending did (answers by kind, the
-//! pace, the pauses a 429 started), counted by the control task, kept in
+//! pace, the pauses a 429 started), counted by the dispatch control, kept in
 //! the ledger's `seconds` table and drawn by `trackmass report`.
 //!
 //! Pure: the caller says which wall-clock second an answer came in; this

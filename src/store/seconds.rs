@@ -1,5 +1,5 @@
 //! The `seconds` table: what each second of a run's sending did, as the
-//! control task counted it ([`crate::timeline`]), and the questions
+//! dispatch control counted it ([`crate::timeline`]), and the questions
 //! `trackmass report` asks of one run.
 
 use anyhow::Result;
