@@ -801,8 +801,39 @@ fn quota_run(gateway: &Gateway, multiple: f64, seconds: u64) -> QuotaRun {
 /// Gateway kind × `--rate` multiple → share of the limit achieved, 429s;
 /// and the timeline of one run, for the plot.
 fn quota_table(k: usize, out_dir: &Path) {
+    // Five minutes a cell: "429s per minute after the first" is then read
+    // over four minutes, not one and a half (one event more or less moved
+    // it by 0.6).
+    let seconds = 300 / k as u64;
+    for gateway in &quota_gateways() {
+        let mut cells = Vec::new();
+        for &multiple in gateway.multiples {
+            let run = quota_run(gateway, multiple, seconds);
+            cells.push(quota_cell(gateway, multiple, &run));
+            write_quota_timeline(out_dir, gateway, multiple, &run);
+        }
+        row(
+            &format!(
+                "quota: {}, {seconds} s of rows, --rate {} the limit",
+                gateway.name,
+                gateway
+                    .multiples
+                    .iter()
+                    .map(|m| format!("{m}×"))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ),
+            cells.join("; "),
+            "≥ 0.95 of the limit, ≤ 1 × 429 per minute after the first, never above --rate",
+        );
+    }
+}
+
+/// The gateways of the quota table, and the multiples of their limit that
+/// `--rate` is set to.
+fn quota_gateways() -> [Gateway; 4] {
     let second = Duration::from_secs(1);
-    let gateways = [
+    [
         Gateway {
             name: "sliding window, 40 per second",
             slug: "window-40s",
@@ -855,62 +886,46 @@ fn quota_table(k: usize, out_dir: &Path) {
             headers: true,
             multiples: &[3.0, 10.0],
         },
-    ];
-    // Five minutes a cell: "429s per minute after the first" is then read
-    // over four minutes, not one and a half (one event more or less moved
-    // it by 0.6).
-    let seconds = 300 / k as u64;
-    for gateway in &gateways {
-        let mut cells = Vec::new();
-        for &multiple in gateway.multiples {
-            let run = quota_run(gateway, multiple, seconds);
-            // The limit as the gateway is configured (N per period), and, for
-            // a window, what its 5% jitter allowance really lets through.
-            let configured = f64::from(gateway.limit.calls) / gateway.limit.period.as_secs_f64();
-            let of_configured = run.share * gateway.capacity / configured;
-            let through = if (gateway.capacity - configured).abs() > 1e-9 {
-                format!(" ({:.3} of what it lets through)", run.share)
-            } else {
-                String::new()
-            };
-            cells.push(format!(
-                "{multiple}×: {of_configured:.3} of the limit{through}, {} × 429 ({:.1}/min after the first minute), peak second {:.2} of --rate",
-                run.total_429, run.late_429_per_minute, run.peak_over_rate
-            ));
-            // Every cell's timeline, to plot any of them afterwards.
-            let mut csv = String::from("second,let_through,refused,limit\n");
-            for (s, through, refused) in &run.timeline {
-                csv.push_str(&format!(
-                    "{s},{through},{refused},{:.1}\n",
-                    gateway.capacity
-                ));
-            }
-            let _ = std::fs::write(
-                out_dir.join(format!("pace-{}-{multiple}x.csv", gateway.slug)),
-                &csv,
-            );
-            if gateway.kind == sandbox::LimitKind::Window
-                && !gateway.headers
-                && gateway.limit.period == second
-                && multiple == 3.0
-            {
-                let _ = std::fs::write(out_dir.join("pace.csv"), csv);
-            }
-        }
-        row(
-            &format!(
-                "quota: {}, {seconds} s of rows, --rate {} the limit",
-                gateway.name,
-                gateway
-                    .multiples
-                    .iter()
-                    .map(|m| format!("{m}×"))
-                    .collect::<Vec<_>>()
-                    .join("/")
-            ),
-            cells.join("; "),
-            "≥ 0.95 of the limit, ≤ 1 × 429 per minute after the first, never above --rate",
-        );
+    ]
+}
+
+/// One cell: the share of the limit as the gateway is configured (N per
+/// period) and, for a window, of what its 5% jitter allowance really lets
+/// through; the 429s; the busiest second against `--rate`.
+fn quota_cell(gateway: &Gateway, multiple: f64, run: &QuotaRun) -> String {
+    let configured = f64::from(gateway.limit.calls) / gateway.limit.period.as_secs_f64();
+    let of_configured = run.share * gateway.capacity / configured;
+    let through = if (gateway.capacity - configured).abs() > 1e-9 {
+        format!(" ({:.3} of what it lets through)", run.share)
+    } else {
+        String::new()
+    };
+    format!(
+        "{multiple}×: {of_configured:.3} of the limit{through}, {} × 429 ({:.1}/min after the first minute), peak second {:.2} of --rate",
+        run.total_429, run.late_429_per_minute, run.peak_over_rate
+    )
+}
+
+/// Every cell's timeline, to plot any of them afterwards; the 40/s window
+/// at 3× is also `pace.csv`, the README's plot.
+fn write_quota_timeline(out_dir: &Path, gateway: &Gateway, multiple: f64, run: &QuotaRun) {
+    let mut csv = String::from("second,let_through,refused,limit\n");
+    for (s, through, refused) in &run.timeline {
+        csv.push_str(&format!(
+            "{s},{through},{refused},{:.1}\n",
+            gateway.capacity
+        ));
+    }
+    let _ = std::fs::write(
+        out_dir.join(format!("pace-{}-{multiple}x.csv", gateway.slug)),
+        &csv,
+    );
+    if gateway.kind == sandbox::LimitKind::Window
+        && !gateway.headers
+        && gateway.limit.period == Duration::from_secs(1)
+        && multiple == 3.0
+    {
+        let _ = std::fs::write(out_dir.join("pace.csv"), csv);
     }
 }
 
