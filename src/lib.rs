@@ -18,7 +18,7 @@ pub mod config_file;
 pub mod engine;
 
 pub mod error;
-pub mod input;
+pub(crate) mod input;
 pub(crate) mod ledger;
 pub(crate) mod lock;
 pub mod logging;
@@ -30,13 +30,15 @@ pub(crate) mod paths;
 pub mod progress;
 pub(crate) mod ratelimit;
 pub(crate) mod report;
-pub mod retry;
+pub(crate) mod retry;
 pub mod sandbox;
 pub(crate) mod secret;
 pub(crate) mod sheet;
 pub mod spec;
-pub mod store;
+pub(crate) mod store;
 pub(crate) mod summary;
+#[doc(hidden)]
+pub mod testing;
 pub(crate) mod timeline;
 pub(crate) mod units;
 pub(crate) mod webhooks;

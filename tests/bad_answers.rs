@@ -243,6 +243,6 @@ fn api_cells_a_spreadsheet_could_misread_are_guarded_and_read_back() {
     for (written, value) in cells.iter().zip(expected) {
         // Every one behind a quote, and the reader gives the value back.
         assert_eq!(written, &format!("'{value}"), "{written:?}");
-        assert_eq!(trackmass::input::unneutralise(written), value);
+        assert_eq!(trackmass::testing::input::unneutralise(written), value);
     }
 }

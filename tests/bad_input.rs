@@ -249,8 +249,12 @@ fn prepare_state(work: &Workdir, case: &Case) {
         "newer-schema" => {
             seed_state(work);
             let db = rusqlite::Connection::open(work.path("trackmass.db")).unwrap();
-            db.pragma_update(None, "user_version", trackmass::store::SCHEMA_VERSION + 1)
-                .unwrap();
+            db.pragma_update(
+                None,
+                "user_version",
+                trackmass::testing::store::SCHEMA_VERSION + 1,
+            )
+            .unwrap();
         }
         "other-tables" => {
             let db = rusqlite::Connection::open(work.path("trackmass.db")).unwrap();

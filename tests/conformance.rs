@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use crate::common::*;
-use trackmass::input::{Fields, validate_fields};
+use trackmass::testing::input::{Fields, validate_fields};
 
 /// The spec's `components`, with OpenAPI 3.0's `nullable: true` turned
 /// into JSON Schema's `type: [T, "null"]`.

@@ -20,17 +20,17 @@ use proptest::test_runner::{
 };
 use serde_json::{Value, json};
 
-use trackmass::input::{
+use trackmass::spec;
+use trackmass::testing::input::{
     Columns, Defaults, InputReader, ReadOptions, Record, Row, map_columns, validate_chunk,
     validate_record,
 };
-use trackmass::retry::{
+use trackmass::testing::retry::{
     self, MAX_RETRY_AFTER, RAW_EXCERPT_CHARS, Verdict, backoff, classify, parse_retry_after,
 };
-use trackmass::spec;
 
 use crate::common::guarded;
-use trackmass::store::Unit;
+use trackmass::testing::store::Unit;
 
 /// The kept corpus of failing cases (proptest seeds), relative to the
 /// package root where `cargo test` runs.

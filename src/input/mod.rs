@@ -20,8 +20,8 @@ mod lines;
 mod reader;
 mod validate;
 
-pub use header::{Columns, HeaderError, map_columns};
-pub use reader::{InputReader, ReadOptions, detect_delimiter};
+pub use header::{Columns, map_columns};
+pub use reader::{InputReader, ReadOptions};
 pub use validate::{
     Defaults, Fields, unneutralise, validate_chunk, validate_fields, validate_record,
 };

@@ -1,5 +1,6 @@
 //! The input module's tests: reading, header mapping and validation.
 
+use super::reader::detect_delimiter;
 use super::*;
 
 fn fields(reference: &str) -> Fields<'_> {

@@ -26,12 +26,12 @@ pub mod schema;
 mod seconds;
 mod writer;
 
-pub use crate::ledger::{LoadClass, LoadCounts, RunId, Status};
+pub use crate::ledger::{RunId, Status};
 pub use history::{FailureGroup, Overview, RunRecord};
-pub use load::{Loader, Notice, describe};
+pub use load::{Notice, describe};
 pub use queries::{DocumentView, FailureRow, PendingItem, Scope, StatusCounts, TrackedRow, Unit};
 pub use schema::SCHEMA_VERSION;
-pub use writer::{Committed, Outcome, Writer, WriterGone};
+pub use writer::{Committed, Outcome, Writer};
 
 /// How the writer makes a commit durable.
 #[derive(
@@ -298,6 +298,7 @@ impl Store {
 pub(crate) mod test_support {
     use super::*;
     use crate::input::{Problem, Reject, Row, ValidRow};
+    use crate::ledger::LoadCounts;
 
     pub fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
