@@ -54,7 +54,8 @@ pub struct Reject {
     pub problems: Vec<Problem>,
 }
 
-/// A row's optional fields as text, keyed as in the request body.
+/// A request's optional fields as text, keyed as in the request body: a
+/// row's as read, or the defaults applied to every row ([`Defaults`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OptionalFields {
@@ -62,7 +63,9 @@ pub struct OptionalFields {
     pub way: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub place: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `agent_code` in the run settings that state files before this
+    /// shape stored.
+    #[serde(default, alias = "agent_code", skip_serializing_if = "Option::is_none")]
     pub agent_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

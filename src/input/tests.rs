@@ -299,3 +299,24 @@ fn invalid_defaults_are_reported_with_their_flag() {
     assert!(err.contains("--way"), "{err}");
     assert!(err.contains("--webhook-url"), "{err}");
 }
+
+#[test]
+fn defaults_stored_by_earlier_versions_read_as_the_one_shape() {
+    // Run settings stored before the defaults shared this shape wrote
+    // snake_case with nulls; they read the same, and are written again
+    // keyed as in the request body, without the empty ones.
+    let stored = r#"{"way":"Import","place":null,"agent_code":"CCGM","url":null}"#;
+    let read: Defaults = serde_json::from_str(stored).unwrap();
+    assert_eq!(
+        read,
+        OptionalFields {
+            way: Some("Import".into()),
+            agent_code: Some("CCGM".into()),
+            ..OptionalFields::default()
+        }
+    );
+    assert_eq!(
+        serde_json::to_string(&read).unwrap(),
+        r#"{"way":"Import","agentCode":"CCGM"}"#
+    );
+}

@@ -8,18 +8,14 @@ use serde::Serialize;
 use super::{Columns, OptionalFields, Problem, Record, Reject, Row, ValidRow};
 use crate::spec;
 
-/// Values applied to a row whose own cell is empty or whose column is absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Defaults {
-    pub way: Option<String>,
-    pub place: Option<String>,
-    pub agent_code: Option<String>,
-    pub url: Option<String>,
-}
+/// The values applied to a row whose own cell is empty or whose column is
+/// absent (`--way`, `--place`, `--agent-code`, the webhook URL): the same
+/// shape as a row's fields as read.
+pub type Defaults = OptionalFields;
 
-impl Defaults {
-    /// Checks the defaults themselves, so that a bad `--way` is a usage error
-    /// rather than a reject on every row.
+impl OptionalFields {
+    /// Checks these fields as defaults, so that a bad `--way` is a usage
+    /// error rather than a reject on every row.
     pub fn validate(&self) -> Result<(), BadDefaults> {
         let probe = Fields {
             document_reference: "probe",
