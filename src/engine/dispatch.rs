@@ -97,22 +97,8 @@ impl Ctx {
     async fn gate(&self) -> bool {
         loop {
             let booking = self.control.book();
-            let left = booking.at.saturating_duration_since(Instant::now());
-            if left < TIMER_TICK {
-                // The timer would wake it at its next tick, up to a tick
-                // late; at a fast pace many slots fall within one tick
-                // (tasks released together by one commit book them side
-                // by side), and that lateness was 12% of a run's wall
-                // time at full speed (BENCHMARKS.md). Never early either.
-                while Instant::now() < booking.at {
-                    tokio::task::yield_now().await;
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    _ = self.stop.cancelled() => return false,
-                    _ = tokio::time::sleep_until(booking.at.into()) => {}
-                }
+            if !wait_for_slot(booking.at, &self.stop).await {
+                return false;
             }
             // A 429 may have come in while this request waited: its slot
             // was booked at the old pace, so it books again.
@@ -371,6 +357,27 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
     }
 }
 
+/// Waits until `at`, never less; `false` if `stop` came first.
+///
+/// A slot less than a tick away is yielded to, not slept to: the timer
+/// would wake it at its next tick, up to a tick late. At a fast pace many
+/// slots fall within one tick (tasks released together by one commit book
+/// them side by side), and that lateness was 12% of a run's wall time at
+/// full speed (BENCHMARKS.md).
+async fn wait_for_slot(at: Instant, stop: &CancellationToken) -> bool {
+    if at.saturating_duration_since(Instant::now()) < TIMER_TICK {
+        while Instant::now() < at {
+            tokio::task::yield_now().await;
+        }
+        return true;
+    }
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep_until(at.into()) => true,
+    }
+}
+
 /// The tokio timer's resolution: a sleep ends at a tick of this length.
 const TIMER_TICK: Duration = Duration::from_millis(1);
 
@@ -379,4 +386,34 @@ const TIMER_TICK: Duration = Duration::from_millis(1);
 /// asks for more is down for longer than a run should sit and wait.
 fn longest_wait(settings: &DispatchSettings) -> Duration {
     settings.backoff_cap.max(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_never_left_for_early_and_a_stop_ends_a_long_wait() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let stop = CancellationToken::new();
+            // Under a tick (yielded to), about a tick, and over (slept to).
+            for micros in [0, 10, 250, 999, 1_000, 1_500, 3_000] {
+                for _ in 0..20 {
+                    let at = Instant::now() + Duration::from_micros(micros);
+                    assert!(wait_for_slot(at, &stop).await, "{micros} µs: stopped");
+                    let now = Instant::now();
+                    assert!(now >= at, "{micros} µs: left {:?} early", at - now);
+                }
+            }
+            // A slot in the past is now.
+            assert!(wait_for_slot(Instant::now() - Duration::from_secs(1), &stop).await);
+            stop.cancel();
+            let far = Instant::now() + Duration::from_secs(3600);
+            assert!(!wait_for_slot(far, &stop).await);
+        });
+    }
 }
