@@ -11,16 +11,21 @@ use trackmass::sandbox::{Config, Faults, RateLimit};
 
 use crate::common::*;
 
-#[test]
-fn a_concurrency_too_small_for_the_rate_is_named_with_the_one_that_would_do() {
-    let sandbox = TestSandbox::with_config(Config {
+/// A sandbox that knows every document and answers each after `latency`.
+fn api_taking(latency: Duration) -> TestSandbox {
+    TestSandbox::with_config(Config {
         unknown_rate: 0.0,
         faults: Faults {
-            latency: Duration::from_millis(100),
+            latency,
             ..Faults::default()
         },
         ..Config::default()
-    });
+    })
+}
+
+#[test]
+fn a_concurrency_too_small_for_the_rate_is_named_with_the_one_that_would_do() {
+    let sandbox = api_taking(Duration::from_millis(100));
     let work = Workdir::new();
     work.write("in.csv", reference_csv(&references("LW", 300)));
     let out = output(work.run_against(&sandbox, "in.csv").args([
@@ -192,18 +197,8 @@ fn what_a_429s_slow_down_came_to_is_logged_once_judged() {
 /// a slot behind the 7 others' (about 350 ms).
 #[test]
 fn the_summary_says_where_a_requests_time_went() {
-    let slow_api = TestSandbox::with_config(Config {
-        unknown_rate: 0.0,
-        faults: Faults {
-            latency: Duration::from_millis(100),
-            ..Faults::default()
-        },
-        ..Config::default()
-    });
-    let instant_api = TestSandbox::with_config(Config {
-        unknown_rate: 0.0,
-        ..Config::default()
-    });
+    let slow_api = api_taking(Duration::from_millis(100));
+    let instant_api = api_taking(Duration::ZERO);
     let mut times = Vec::new();
     for (sandbox, rate) in [(&slow_api, "1000/s"), (&instant_api, "20/s")] {
         let work = Workdir::new();

@@ -5,19 +5,18 @@
 //! half-updated. When every task is done it judges an outage and hands
 //! back the [`DispatchReport`].
 //!
-//! It was a task that the request tasks asked over a channel. A booking
-//! and an answer each cost a round trip through the scheduler then, often
-//! between the two worker threads: about 15% of the run's wall time at
-//! full speed (BENCHMARKS.md, issue 15). Every call here is short and
-//! synchronous (no I/O: the writer's queue and the log only), so a lock
-//! costs less than the trip.
+//! It was a task that the request tasks asked over a channel, a round trip
+//! through the scheduler per booking and per answer. Every call here is
+//! short and synchronous (no I/O: the writer's queue and the log only), so
+//! a lock does the same with less machinery; at full speed the two
+//! measured the same (BENCHMARKS.md, issue 15).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::DispatchReport;
+use super::dispatch::{DispatchReport, RequestTime};
 use crate::config::DispatchSettings;
 use crate::pace::{MIN_FACTOR, Pace, Throttle};
 use crate::progress::PaceView;
@@ -32,12 +31,9 @@ const LATENCY_SAMPLE: u64 = 50;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub sent_at: Instant,
-    /// From the request out to its answer in.
-    pub took: Duration,
-    /// What it waited for before it left: its in-flight mark's commit,
-    /// then its turn.
-    pub marking: Duration,
-    pub turn: Duration,
+    /// What it waited for before it left (its in-flight mark's commit,
+    /// then its turn), and from the request out to its answer in.
+    pub time: RequestTime,
     /// The row's first request of this run, and an earlier process died
     /// with it in flight.
     pub resent: bool,
@@ -65,6 +61,7 @@ impl Answer {
         stated_limit: Option<f64>,
         sent_at: Instant,
         resent: bool,
+        (marking, turn): (Duration, Duration),
     ) -> Answer {
         let (throttled, retry_after) = match verdict {
             Verdict::Retry {
@@ -80,9 +77,11 @@ impl Answer {
         };
         Answer {
             sent_at,
-            took: sent_at.elapsed(),
-            marking: Duration::ZERO,
-            turn: Duration::ZERO,
+            time: RequestTime {
+                marking,
+                turn,
+                answer: sent_at.elapsed(),
+            },
             resent,
             answered: !matches!(verdict, Verdict::Unanswered { .. }),
             throttled,
@@ -279,9 +278,7 @@ impl Owner {
 
     fn react(&mut self, answer: &Answer) -> Option<Throttle> {
         self.report.requests += 1;
-        self.report.time.marking += answer.marking;
-        self.report.time.turn += answer.turn;
-        self.report.time.answer += answer.took;
+        self.report.time += answer.time;
         if answer.resent {
             self.report.resent_after_interruption += 1;
         }
@@ -290,7 +287,7 @@ impl Owner {
                 .map_or(answer.sent_at, |t| t.min(answer.sent_at)),
         );
         if answer.answered {
-            self.latency_sample(answer.took);
+            self.latency_sample(answer.time.answer);
         }
         if let Some(limit) = answer.stated_limit
             && self.pace.stated(limit)

@@ -58,6 +58,14 @@ pub struct RequestTime {
     pub answer: Duration,
 }
 
+impl std::ops::AddAssign for RequestTime {
+    fn add_assign(&mut self, other: RequestTime) {
+        self.marking += other.marking;
+        self.turn += other.turn;
+        self.answer += other.answer;
+    }
+}
+
 impl Default for DispatchReport {
     fn default() -> DispatchReport {
         DispatchReport {
@@ -313,9 +321,13 @@ async fn send_one(item: PendingItem, ctx: &Ctx) {
             crate::spec::TRACK_PATH,
             verdict.brief()
         );
-        let mut answer = Answer::of(&verdict, stated, sent_at, posts == 1 && item.was_in_flight);
-        answer.marking = turn - marking;
-        answer.turn = sent_at - turn;
+        let answer = Answer::of(
+            &verdict,
+            stated,
+            sent_at,
+            posts == 1 && item.was_in_flight,
+            (turn - marking, sent_at - turn),
+        );
         let facts = ctx
             .observe(&verdict, answer, bearer.generation, item.line, &row)
             .await;

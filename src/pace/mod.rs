@@ -8,7 +8,7 @@
 //! `until_ready`) counts each wake-up's lateness (up to a timer tick)
 //! against every later request, so a run fell 3% short of `--rate`; booked
 //! slots keep the exact spacing whatever the wake-ups do. A slot less than
-//! a tick away is not slept to but yielded to (the dispatcher's `gate`):
+//! a tick away is not slept to but yielded to (the dispatcher's `wait_for_slot`):
 //! many fall within one tick at a fast pace, and a sleep would make each
 //! up to a tick late, which at full speed cost 12% of the rate. With `--burst 1`
 //! booked slots are one interval apart, so no window of the rate's period
