@@ -7,11 +7,13 @@
 //!   bad flag is a usage error (exit 2) before anything runs;
 //! - no flag ever carries a secret: credentials come from the environment.
 
+mod continuation;
 mod run;
 mod sandbox;
 mod webhooks;
+pub use continuation::ContinueArgs;
 pub use run::{ApiArgs, DefaultArgs, DispatchArgs, FileArgs, ProgressMode, ReadArgs, RunArgs};
-use run::{RUN_EXAMPLES, parse_interval};
+use run::{DEFAULT_RATE, RUN_EXAMPLES};
 use sandbox::SANDBOX_EXAMPLES;
 pub use sandbox::{SandboxArgs, SandboxFaultArgs, SandboxGatewayArgs, SandboxWebhookArgs};
 use std::net::SocketAddr;
@@ -253,7 +255,7 @@ pub struct ValidateArgs {
     pub rejects: Option<PathBuf>,
 
     /// The rate the run will use, for the time estimate.
-    #[arg(long, default_value = "10/s", value_name = "RATE")]
+    #[arg(long, default_value = DEFAULT_RATE, value_name = "RATE")]
     pub rate: Rate,
 
     /// Print the report as JSON on stdout.
@@ -276,78 +278,6 @@ pub struct StatusArgs {
     /// Print JSON on stdout, for scripts.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Settings `resume` and `retry` may change; the others are the stored
-/// run's.
-#[derive(Debug, Args)]
-pub struct ContinueArgs {
-    /// State file (the ledger of documents).
-    #[arg(long, default_value = DEFAULT_STATE, value_name = "PATH")]
-    pub state: PathBuf,
-
-    /// Results CSV [default: the run's]
-    #[arg(long, value_name = "PATH")]
-    pub out: Option<PathBuf>,
-
-    /// Failures CSV [default: the run's]
-    #[arg(long, value_name = "PATH")]
-    pub failures: Option<PathBuf>,
-
-    /// Summary JSON [default: the run's]
-    #[arg(long, value_name = "PATH")]
-    pub summary: Option<PathBuf>,
-
-    /// Prometheus textfile [default: the run's]
-    #[arg(long, value_name = "PATH")]
-    pub metrics: Option<PathBuf>,
-
-    /// Requests per period [default: the run's]
-    #[arg(long, value_name = "RATE")]
-    pub rate: Option<Rate>,
-
-    /// Requests in flight at once [default: the run's]
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024), value_name = "N")]
-    pub concurrency: Option<u16>,
-
-    /// Stop sending after this long [default: the run's]
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
-    pub max_duration: Option<Duration>,
-
-    /// Progress display [default: the run's]
-    #[arg(long, value_enum, value_name = "WHEN")]
-    pub progress: Option<ProgressMode>,
-
-    /// Time between two progress log lines [default: the run's]
-    #[arg(long, value_parser = parse_interval, value_name = "DURATION")]
-    pub progress_interval: Option<Duration>,
-
-    /// Send to a built-in sandbox on a free loopback port, with its own
-    /// credentials (a rehearsal) [default: the run's]
-    #[arg(long, help_heading = "API", conflicts_with_all = ["base_url", "token_url"])]
-    pub sandbox: bool,
-
-    /// Base URL of the API [default: the run's]
-    #[arg(
-        long,
-        env = "TRACKMASS_BASE_URL",
-        value_name = "URL",
-        help_heading = "API"
-    )]
-    pub base_url: Option<String>,
-
-    /// OAuth2 token URL [default: the run's]
-    #[arg(
-        long,
-        env = "TRACKMASS_TOKEN_URL",
-        value_name = "URL",
-        help_heading = "API"
-    )]
-    pub token_url: Option<String>,
-
-    /// Allow plain http:// URLs that are not on this machine.
-    #[arg(long, help_heading = "API")]
-    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,9 @@ Examples:
   After an interruption, the same command continues:
     trackmass run documents.csv --way Import --agent-code CCGM --rate 600/min";
 
+/// `--rate` when not given: the run's pace, and `validate`'s estimate.
+pub(super) const DEFAULT_RATE: &str = "10/s";
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// CSV file with a documentReference column (header row required); `-`
@@ -184,7 +187,7 @@ pub struct DispatchArgs {
     pub concurrency: u16,
 
     /// Most requests per period, spread evenly: N/s, N/min or N/h.
-    #[arg(long, default_value = "10/s", value_name = "RATE")]
+    #[arg(long, default_value = DEFAULT_RATE, value_name = "RATE")]
     pub rate: Rate,
 
     /// Requests that may go out back to back after an idle spell. With 1,
