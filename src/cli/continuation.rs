@@ -115,8 +115,31 @@ impl FromArgMatches for ContinueArgs {
         })
     }
 
+    /// As clap's derive does: only the flags the matches hold change.
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
-        *self = Self::from_arg_matches(m)?;
+        let given = Self::from_arg_matches(m)?;
+        let has = |id: &str| m.contains_id(id);
+        if has("state") {
+            self.state = given.state;
+        }
+        if has("sandbox") {
+            self.sandbox = given.sandbox;
+        }
+        if has("allow_insecure_http") {
+            self.allow_insecure_http = given.allow_insecure_http;
+        }
+        // The overrides have no default: present means given.
+        self.out = given.out.or(self.out.take());
+        self.failures = given.failures.or(self.failures.take());
+        self.summary = given.summary.or(self.summary.take());
+        self.metrics = given.metrics.or(self.metrics.take());
+        self.rate = given.rate.or(self.rate.take());
+        self.concurrency = given.concurrency.or(self.concurrency.take());
+        self.max_duration = given.max_duration.or(self.max_duration.take());
+        self.progress = given.progress.or(self.progress.take());
+        self.progress_interval = given.progress_interval.or(self.progress_interval.take());
+        self.base_url = given.base_url.or(self.base_url.take());
+        self.token_url = given.token_url.or(self.token_url.take());
         Ok(())
     }
 }
@@ -126,9 +149,12 @@ fn one<T: Clone + Send + Sync + 'static>(
     m: &ArgMatches,
     id: &str,
 ) -> Result<Option<T>, clap::Error> {
-    m.try_get_one::<T>(id)
-        .map(|v| v.cloned())
-        .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("--{id}: {e}")))
+    m.try_get_one::<T>(id).map(|v| v.cloned()).map_err(|e| {
+        clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            format!("--{}: {e}", id.replace('_', "-")),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -143,6 +169,22 @@ mod tests {
             Ok(crate::cli::Command::Resume(a)) => *a,
             other => panic!("{args:?}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_update_changes_only_the_flags_it_is_given() {
+        let cmd = ContinueArgs::augment_args(Command::new("resume"));
+        let first = cmd
+            .clone()
+            .try_get_matches_from(["resume", "--rate", "5/s"])
+            .expect("first");
+        let mut args = ContinueArgs::from_arg_matches(&first).expect("first");
+        let second = cmd
+            .try_get_matches_from(["resume", "--concurrency", "3"])
+            .expect("second");
+        args.update_from_arg_matches(&second).expect("update");
+        assert_eq!(args.rate.map(|r| r.to_string()), Some("5/s".to_string()));
+        assert_eq!(args.concurrency, Some(3));
     }
 
     #[test]
@@ -191,8 +233,16 @@ mod tests {
             ["--rate", "fast"],
             ["--progress-interval", "1ms"],
         ] {
-            let argv = ["trackmass", "resume"].iter().chain(&bad);
-            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} was taken");
+            let first_line =
+                |command: &[&str]| match Cli::try_parse_from(command.iter().chain(&bad)) {
+                    Ok(_) => panic!("{command:?} {bad:?} was taken"),
+                    Err(e) => (e.kind(), e.to_string().lines().next().map(str::to_string)),
+                };
+            assert_eq!(
+                first_line(&["trackmass", "resume"]),
+                first_line(&["trackmass", "run", "in.csv"]),
+                "{bad:?}"
+            );
         }
         let argv = [
             "trackmass",
@@ -201,10 +251,10 @@ mod tests {
             "--base-url",
             "https://x.example",
         ];
-        assert!(
-            Cli::try_parse_from(argv).is_err(),
-            "--sandbox with --base-url was taken"
-        );
+        match Cli::try_parse_from(argv) {
+            Ok(_) => panic!("--sandbox with --base-url was taken"),
+            Err(e) => assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict),
+        }
     }
 
     #[test]
