@@ -67,16 +67,14 @@ fn taken(run: &Command, id: &str, how: Taken) -> Arg {
     };
     let mut arg = arg.clone();
     if how == Taken::Override {
-        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-        arg = arg
-            .default_value(None::<&str>)
-            .help(format!("{help} [default: the run's]"));
-        if arg.get_long_help().is_some() {
-            arg = arg.long_help(None::<&str>);
+        let suffixed = |h: &clap::builder::StyledStr| format!("{h} [default: the run's]");
+        arg = arg.default_value(None::<&str>);
+        if let Some(help) = arg.get_help().map(suffixed) {
+            arg = arg.help(help);
         }
-    }
-    if id == "sandbox" {
-        arg = arg.conflicts_with_all(["base_url", "token_url"]);
+        if let Some(long_help) = arg.get_long_help().map(suffixed) {
+            arg = arg.long_help(long_help);
+        }
     }
     arg
 }
@@ -87,7 +85,10 @@ impl Args for ContinueArgs {
         for (id, how) in TAKEN {
             cmd = cmd.arg(taken(&run, id, how));
         }
-        cmd
+        // The stored run's API is replaced by a sandbox, never mixed with one.
+        cmd.mut_arg("sandbox", |a| {
+            a.conflicts_with_all(["base_url", "token_url"])
+        })
     }
 
     fn augment_args_for_update(cmd: Command) -> Command {
@@ -118,28 +119,30 @@ impl FromArgMatches for ContinueArgs {
     /// As clap's derive does: only the flags the matches hold change.
     fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
         let given = Self::from_arg_matches(m)?;
-        let has = |id: &str| m.contains_id(id);
-        if has("state") {
-            self.state = given.state;
+        // Each field's clap id is its name.
+        macro_rules! update {
+            ($($field:ident),*) => {
+                $(if m.contains_id(stringify!($field)) {
+                    self.$field = given.$field;
+                })*
+            };
         }
-        if has("sandbox") {
-            self.sandbox = given.sandbox;
-        }
-        if has("allow_insecure_http") {
-            self.allow_insecure_http = given.allow_insecure_http;
-        }
-        // The overrides have no default: present means given.
-        self.out = given.out.or(self.out.take());
-        self.failures = given.failures.or(self.failures.take());
-        self.summary = given.summary.or(self.summary.take());
-        self.metrics = given.metrics.or(self.metrics.take());
-        self.rate = given.rate.or(self.rate.take());
-        self.concurrency = given.concurrency.or(self.concurrency.take());
-        self.max_duration = given.max_duration.or(self.max_duration.take());
-        self.progress = given.progress.or(self.progress.take());
-        self.progress_interval = given.progress_interval.or(self.progress_interval.take());
-        self.base_url = given.base_url.or(self.base_url.take());
-        self.token_url = given.token_url.or(self.token_url.take());
+        update!(
+            state,
+            out,
+            failures,
+            summary,
+            metrics,
+            rate,
+            concurrency,
+            max_duration,
+            progress,
+            progress_interval,
+            sandbox,
+            base_url,
+            token_url,
+            allow_insecure_http
+        );
         Ok(())
     }
 }
